@@ -1,0 +1,9 @@
+package main
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+func isEIO(err error) bool { return errors.Is(err, unix.EIO) }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+)
+
+// stdio holds the agent's ends of a process's standard streams. The process
+// writes into kernel pipes (or a pty) and the host pulls with ReadStdout and
+// ReadStderr; the agent never closes a read end before the host has seen EOF,
+// so a process that prints and exits at once loses nothing.
+type stdio struct {
+	// stdinMu serialises writes against CloseStdin; it guards stdin.
+	stdinMu sync.Mutex
+	stdin   *os.File // nil once closed or when the process has no stdin
+
+	stdout *os.File // pipe read end or pty master
+	stderr *os.File // nil with a terminal: the pty carries both streams
+	tty    bool
+
+	// The process's ends, handed to the runtime and closed after start.
+	childIn, childOut, childErr *os.File
+}
+
+func newStdio(withStdin, tty bool) (*stdio, error) {
+	s := &stdio{tty: tty}
+	if tty {
+		// The pty master arrives later through the console socket.
+		return s, nil
+	}
+	var err error
+	if withStdin {
+		if s.childIn, s.stdin, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+	}
+	if s.stdout, s.childOut, err = os.Pipe(); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.stderr, s.childErr, err = os.Pipe(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// setTerminal installs the pty master received from the container.
+func (s *stdio) setTerminal(master *os.File, withStdin bool) {
+	s.stdout = master
+	if withStdin {
+		s.stdinMu.Lock()
+		s.stdin = master
+		s.stdinMu.Unlock()
+	}
+}
+
+// closeChildEnds drops the agent's copies of the process's ends so that EOF
+// arrives when the process (and its children) close theirs.
+func (s *stdio) closeChildEnds() {
+	for _, f := range []*os.File{s.childIn, s.childOut, s.childErr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	s.childIn, s.childOut, s.childErr = nil, nil, nil
+}
+
+func (s *stdio) write(data []byte) (int, error) {
+	s.stdinMu.Lock()
+	defer s.stdinMu.Unlock()
+	if s.stdin == nil {
+		return 0, errors.New("stdin is closed or was not requested")
+	}
+	return s.stdin.Write(data)
+}
+
+func (s *stdio) closeStdin() {
+	s.stdinMu.Lock()
+	defer s.stdinMu.Unlock()
+	if s.stdin == nil {
+		return
+	}
+	if s.tty {
+		// Closing the master would hang up the terminal; send EOF (^D) instead.
+		_, _ = s.stdin.Write([]byte{4})
+	} else {
+		s.stdin.Close()
+	}
+	s.stdin = nil
+}
+
+// read returns up to n bytes of the stream, or nil at end of stream.
+func read(f *os.File, n uint32) ([]byte, error) {
+	if f == nil {
+		return nil, nil
+	}
+	if n == 0 || n > maxReadChunk {
+		n = maxReadChunk
+	}
+	buf := make([]byte, n)
+	got, err := f.Read(buf)
+	if got > 0 {
+		return buf[:got], nil
+	}
+	// A pty master reports EIO once the last slave fd is closed: that is EOF.
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || isEIO(err) {
+		return nil, nil
+	}
+	return nil, err
+}
+
+// maxReadChunk bounds one ReadStdout reply; ttrpc's message limit is 4 MiB.
+const maxReadChunk = 1 << 20
+
+func (s *stdio) close() {
+	s.closeChildEnds()
+	s.closeStdin()
+	if s.stdout != nil {
+		s.stdout.Close()
+	}
+	if s.stderr != nil {
+		s.stderr.Close()
+	}
+}
