@@ -1,0 +1,68 @@
+package agentclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
+
+// Client is one long-lived ttrpc connection to the agent.
+type Client struct {
+	agentapi.AgentService
+	conn   net.Conn
+	tc     *ttrpc.Client
+	closed chan struct{}
+	// Version and uptime the agent reported on the first Check.
+	Check *agentapi.CheckResponse
+}
+
+// Dial connects to the agent and returns once it answers Check. It retries
+// in a tight loop until ctx ends; each failed attempt yields for a
+// millisecond only so a refused vsock connect does not spin a core.
+func Dial(ctx context.Context, a Address) (*Client, error) {
+	dial, err := dialerFor(a.Transport)
+	if err != nil {
+		return nil, err
+	}
+	var last error
+	for attempt := 1; ; attempt++ {
+		c, err := connect(ctx, dial, a)
+		if err == nil {
+			return c, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("agent at %s did not answer (%d attempts): %w", a, attempt, last)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func connect(ctx context.Context, dial dialer, a Address) (*Client, error) {
+	conn, err := dial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	closed := make(chan struct{})
+	tc := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(closed) }))
+	c := &Client{AgentService: agentapi.NewAgentClient(tc), conn: conn, tc: tc, closed: closed}
+	resp, err := c.AgentService.Check(ctx, &agentapi.CheckRequest{})
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	c.Check = resp
+	return c, nil
+}
+
+// Closed is closed when the connection to the agent is gone.
+func (c *Client) Closed() <-chan struct{} { return c.closed }
+
+// Close ends the connection; calls in flight fail.
+func (c *Client) Close() error { return c.tc.Close() }

@@ -1,0 +1,279 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// QEMU runs a VM with qemu-system-x86_64 and, for virtio-fs, virtiofsd.
+type QEMU struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards every field below.
+	mu      sync.Mutex
+	devices []Device
+	cmd     *exec.Cmd
+	daemons []*daemon
+	qmp     *qmp
+	started bool
+	stopped bool
+	exitErr error
+	stderr  *tailBuffer
+
+	exited chan struct{}
+}
+
+var _ Hypervisor = (*QEMU)(nil)
+
+// NewQEMU checks cfg and returns an unstarted VM.
+func NewQEMU(cfg Config) (*QEMU, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &QEMU{cfg: cfg, log: cfg.Logger, exited: make(chan struct{})}, nil
+}
+
+func (q *QEMU) AddDevice(d Device) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.started {
+		return errors.New("add device: the VM is already started and this machine has no hotplug")
+	}
+	if sd, ok := d.(SharedDir); ok {
+		if sd.Type != SharedFSVirtioFS && sd.Type != SharedFS9P {
+			return fmt.Errorf("shared fs type %q: want virtio-fs or 9p", sd.Type)
+		}
+		if sd.Type == SharedFSVirtioFS {
+			if _, err := os.Stat(q.cfg.VirtiofsdPath); err != nil {
+				return fmt.Errorf("virtiofsd %q: %w", q.cfg.VirtiofsdPath, err)
+			}
+		}
+	}
+	q.devices = append(q.devices, d)
+	return nil
+}
+
+func (q *QEMU) Capabilities() Capabilities {
+	_, err := os.Stat("/dev/vhost-vsock")
+	return Capabilities{Hotplug: q.cfg.MachineType == "q35", VirtioFS: true, NineP: true, Vsock: err == nil}
+}
+
+func (q *QEMU) AgentAddress() AgentAddress {
+	if q.cfg.Transport == TransportVsock {
+		return AgentAddress{Transport: TransportVsock, CID: q.vsockCID(), Port: 1024}
+	}
+	return AgentAddress{Transport: TransportSerial, Path: filepath.Join(q.cfg.StateDir, agentSocket)}
+}
+
+// vsockCID derives a context id from the state directory; CIDs 0-2 are reserved.
+func (q *QEMU) vsockCID() uint32 {
+	var h uint32 = 2166136261
+	for _, b := range []byte(q.cfg.StateDir) {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	return 3 + h%(1<<31)
+}
+
+func (q *QEMU) ConsoleLog() string { return filepath.Join(q.cfg.StateDir, consoleFile) }
+
+func (q *QEMU) Exited() <-chan struct{} { return q.exited }
+
+func (q *QEMU) ExitErr() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.exitErr
+}
+
+func (q *QEMU) Pids() []int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var pids []int
+	if q.cmd != nil && q.cmd.Process != nil {
+		pids = append(pids, q.cmd.Process.Pid)
+	}
+	for _, d := range q.daemons {
+		pids = append(pids, d.cmd.Process.Pid)
+	}
+	return pids
+}
+
+func (q *QEMU) Start(ctx context.Context) error {
+	q.mu.Lock()
+	if q.started {
+		q.mu.Unlock()
+		return errors.New("VM already started")
+	}
+	q.started = true
+	devices := append([]Device(nil), q.devices...)
+	q.mu.Unlock()
+
+	accel, why, err := resolveAccel(q.cfg.Accelerator)
+	if err != nil {
+		return err
+	}
+	q.log.Info("accelerator chosen", "accel", accel, "reason", why)
+	l := &launch{cfg: &q.cfg, accel: accel, tscKHz: hostTSCkHz(), devices: devices, vsockCID: q.vsockCID()}
+	l.cpu = "max"
+	if accel == AccelKVM {
+		l.cpu = "host"
+	}
+	if err := q.startDaemons(ctx, devices); err != nil {
+		q.killAll()
+		return err
+	}
+	err = q.startQEMU(ctx, l)
+	if err != nil && accel == AccelKVM {
+		// Some KVM hosts (PVM among them) reject the host model's
+		// arch-capabilities MSR; try once more without it.
+		q.log.Warn("qemu failed with -cpu host, retrying without arch-capabilities", "err", err)
+		q.mu.Lock()
+		q.exited = make(chan struct{})
+		q.exitErr = nil
+		q.mu.Unlock()
+		l.cpu = "host,-arch-capabilities"
+		err = q.startQEMU(ctx, l)
+	}
+	if err != nil {
+		q.killAll()
+		return err
+	}
+	return nil
+}
+
+// startQEMU spawns QEMU and waits until QMP answers, or QEMU exits.
+func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
+	args := l.args()
+	cmd := exec.Command(q.cfg.QEMUPath, args...)
+	stderr := newTailBuffer(8 << 10)
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	for _, d := range l.devices {
+		if t, ok := d.(NetTap); ok {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, t.FDs...)
+		}
+	}
+	q.log.Debug("starting qemu", "args", args)
+	done, err := spawn(cmd)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", q.cfg.QEMUPath, err)
+	}
+	q.mu.Lock()
+	q.cmd = cmd
+	q.stderr = stderr
+	exited := q.exited
+	q.mu.Unlock()
+	q.log.Info("qemu started", "pid", cmd.Process.Pid, "machine", q.cfg.MachineType, "cpu", l.cpu)
+	go func() {
+		err := <-done
+		q.mu.Lock()
+		if q.stopped {
+			q.exitErr = nil
+		} else {
+			q.exitErr = fmt.Errorf("qemu (pid %d) exited: %v: %s", cmd.Process.Pid, err, stderr.String())
+		}
+		q.mu.Unlock()
+		close(exited)
+	}()
+
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	path := filepath.Join(q.cfg.StateDir, qmpSocket)
+	for {
+		m, err := dialQMP(qctx, path)
+		if err == nil {
+			q.mu.Lock()
+			q.qmp = m
+			q.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-exited:
+			return q.ExitErr()
+		case <-qctx.Done():
+			return fmt.Errorf("qemu did not open its QMP socket: %w", err)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// spawn starts cmd from a locked OS thread and waits for it there. Pdeathsig
+// fires when the thread that forked dies, and Go may retire an unlocked
+// thread at any time; this one lives exactly as long as the child.
+func spawn(cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return done, nil
+}
+
+func (q *QEMU) Stop(ctx context.Context) error {
+	q.mu.Lock()
+	if !q.started || q.stopped {
+		q.mu.Unlock()
+		return nil
+	}
+	q.stopped = true
+	m := q.qmp
+	q.qmp = nil
+	cmd := q.cmd
+	q.mu.Unlock()
+	if cmd != nil {
+		if m != nil {
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, _ = m.execute(qctx, "quit", nil)
+			cancel()
+			m.close()
+		}
+		select {
+		case <-q.exited:
+		case <-time.After(2 * time.Second):
+			_ = cmd.Process.Kill()
+			<-q.exited
+		}
+	}
+	q.killDaemons()
+	return nil
+}
+
+// killAll ends everything after a failed start.
+func (q *QEMU) killAll() {
+	q.mu.Lock()
+	q.stopped = true
+	cmd := q.cmd
+	if q.qmp != nil {
+		q.qmp.close()
+		q.qmp = nil
+	}
+	q.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		<-q.exited
+	}
+	q.killDaemons()
+}

@@ -1,0 +1,150 @@
+package hypervisor
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
+)
+
+// Files in the VM's state directory.
+const (
+	qmpSocket   = "qmp.sock"
+	agentSocket = "agent.sock"
+	consoleFile = "console.log"
+)
+
+func virtiofsdSocket(i int) string { return fmt.Sprintf("virtiofsd-%d.sock", i) }
+
+// launch is everything the command line depends on, resolved.
+type launch struct {
+	cfg      *Config
+	accel    Accelerator
+	cpu      string
+	tscKHz   int
+	devices  []Device
+	vsockCID uint32
+}
+
+// kernelParams returns the guest command line.
+func (l *launch) kernelParams() string {
+	p := []string{"console=ttyS0", "reboot=t", "panic=-1", "random.trust_cpu=on", "8250.nr_uarts=1"}
+	if !l.cfg.Debug {
+		p = append(p, "quiet")
+	}
+	if l.accel == AccelTCG && l.tscKHz > 0 {
+		p = append(p, "tsc_early_khz="+strconv.Itoa(l.tscKHz))
+	}
+	return strings.Join(append(p, l.cfg.KernelParams...), " ")
+}
+
+// bus picks the device model suffix of the machine's virtio transport.
+func (l *launch) dev(base string) string {
+	if l.cfg.MachineType == "microvm" {
+		return base + "-device"
+	}
+	return base + "-pci"
+}
+
+func (l *launch) needsSharedMemory() bool {
+	for _, d := range l.devices {
+		if sd, ok := d.(SharedDir); ok && sd.Type == SharedFSVirtioFS {
+			return true
+		}
+	}
+	return false
+}
+
+// args builds QEMU's command line. Fds of tap devices are numbered from 3
+// in device order, matching the ExtraFiles the caller passes.
+func (l *launch) args() []string {
+	c := l.cfg
+	dir := c.StateDir
+	machine := c.MachineType
+	if machine == "microvm" {
+		// acpi=off makes QEMU list the virtio-mmio devices on the kernel command line.
+		machine += ",acpi=off,x-option-roms=off"
+	}
+	shared := l.needsSharedMemory()
+	if shared {
+		machine += ",memory-backend=mem"
+	}
+	accel := string(l.accel)
+	if l.accel == AccelTCG && c.TBSizeMiB > 0 {
+		accel += ",tb-size=" + strconv.Itoa(c.TBSizeMiB)
+	}
+	a := []string{
+		"-name", "kata-go-" + filepath.Base(dir),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-machine", machine,
+		"-accel", accel,
+		"-cpu", l.cpu,
+		"-smp", strconv.Itoa(c.VCPUs),
+		"-m", strconv.Itoa(c.MemoryMiB) + "M",
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", l.kernelParams(),
+		"-serial", "file:" + filepath.Join(dir, consoleFile),
+		"-qmp", "unix:" + filepath.Join(dir, qmpSocket) + ",server=on,wait=off",
+	}
+	if shared {
+		// virtio-fs needs guest RAM the daemon can map; memfd is only
+		// allocated as the guest touches it.
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB))
+	}
+	if c.MachineType == "microvm" {
+		a = append(a, "-global", "virtio-mmio.force-legacy=off")
+	}
+	switch c.Transport {
+	case TransportVsock:
+		a = append(a, "-device", fmt.Sprintf("%s,guest-cid=%d", l.dev("vhost-vsock"), l.vsockCID))
+	default:
+		a = append(a,
+			"-device", l.dev("virtio-serial")+",id=serial0",
+			"-chardev", "socket,id=agent,path="+filepath.Join(dir, agentSocket)+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name="+channel.SerialPortName)
+	}
+	fd := 3
+	nfs, nnet, nblk := 0, 0, 0
+	for _, d := range l.devices {
+		switch d := d.(type) {
+		case SharedDir:
+			if d.Type == SharedFSVirtioFS {
+				id := fmt.Sprintf("fs%d", nfs)
+				a = append(a,
+					"-chardev", "socket,id="+id+",path="+filepath.Join(dir, virtiofsdSocket(nfs)),
+					"-device", fmt.Sprintf("%s,chardev=%s,tag=%s,queue-size=1024", l.dev("vhost-user-fs"), id, d.Tag))
+			} else {
+				id := fmt.Sprintf("fsdev%d", nfs)
+				a = append(a,
+					"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=none,multidevs=remap", id, d.HostPath),
+					"-device", fmt.Sprintf("%s,fsdev=%s,mount_tag=%s", l.dev("virtio-9p"), id, d.Tag))
+			}
+			nfs++
+		case NetTap:
+			fds := make([]string, len(d.FDs))
+			for i := range d.FDs {
+				fds[i] = strconv.Itoa(fd)
+				fd++
+			}
+			id := fmt.Sprintf("net%d", nnet)
+			a = append(a,
+				"-netdev", fmt.Sprintf("tap,id=%s,fds=%s,vhost=off", id, strings.Join(fds, ":")),
+				"-device", fmt.Sprintf("%s,netdev=%s,mac=%s", l.dev("virtio-net"), id, d.MAC))
+			nnet++
+		case Block:
+			id := fmt.Sprintf("blk%d", nblk)
+			ro := "off"
+			if d.ReadOnly {
+				ro = "on"
+			}
+			a = append(a,
+				"-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw,readonly=%s", d.Path, id, ro),
+				"-device", fmt.Sprintf("%s,drive=%s", l.dev("virtio-blk"), id))
+			nblk++
+		}
+	}
+	return a
+}

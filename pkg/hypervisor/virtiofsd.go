@@ -1,0 +1,95 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// startDaemons starts one virtiofsd per virtio-fs shared directory and
+// waits until each listens, since QEMU connects at startup.
+func (q *QEMU) startDaemons(ctx context.Context, devices []Device) error {
+	n := 0
+	for _, d := range devices {
+		sd, ok := d.(SharedDir)
+		if !ok {
+			continue
+		}
+		i := n
+		n++
+		if sd.Type != SharedFSVirtioFS {
+			continue
+		}
+		sock := filepath.Join(q.cfg.StateDir, virtiofsdSocket(i))
+		_ = os.Remove(sock)
+		// chroot sandboxing: the daemon sees mounts the shim adds under the
+		// shared directory after it started (a namespace would not).
+		cmd := exec.Command(q.cfg.VirtiofsdPath,
+			"--socket-path="+sock,
+			"-o", "source="+sd.HostPath,
+			"-o", "cache=auto",
+			"-o", "sandbox=chroot",
+			"-o", "log_level=warn",
+			"--rlimit-nofile=65536")
+		out := newTailBuffer(4 << 10)
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		done, err := spawn(cmd)
+		if err != nil {
+			return fmt.Errorf("start virtiofsd %s: %w", q.cfg.VirtiofsdPath, err)
+		}
+		q.log.Info("virtiofsd started", "pid", cmd.Process.Pid, "source", sd.HostPath)
+		q.mu.Lock()
+		q.daemons = append(q.daemons, &daemon{cmd: cmd, done: done})
+		q.mu.Unlock()
+		if err := waitSocket(ctx, sock, done, 5*time.Second); err != nil {
+			return fmt.Errorf("virtiofsd for %s: %w: %s", sd.HostPath, err, out.String())
+		}
+	}
+	return nil
+}
+
+// daemon is a helper process of the VM.
+type daemon struct {
+	cmd  *exec.Cmd
+	done <-chan error // receives the exit once
+}
+
+func waitSocket(ctx context.Context, path string, died <-chan error, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		select {
+		case err := <-died:
+			return fmt.Errorf("exited before listening: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no socket %s after %s", path, limit)
+		}
+	}
+}
+
+func (q *QEMU) killDaemons() {
+	q.mu.Lock()
+	daemons := q.daemons
+	q.daemons = nil
+	q.mu.Unlock()
+	for _, d := range daemons {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+	}
+}

@@ -1,0 +1,105 @@
+// Package integration runs kata-go with its real parts: QEMU, the guest
+// kernel and agent, containerd and ctr. It needs root. Outside CI a missing
+// part skips the test with what is missing and why; in CI (CI=true) it fails.
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// repoRoot is the checkout this test file lives in.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+func guestFile(name string) string { return filepath.Join(repoRoot(), "guest", "out", name) }
+
+// need stops the test when a prerequisite is absent, saying which and why.
+func need(t testing.TB, what, why string, ok bool) {
+	t.Helper()
+	if ok {
+		return
+	}
+	msg := "missing " + what + ": " + why
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI=true: the integration tier must run)")
+	}
+	t.Skip(msg)
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func onPath(bin string) bool { _, err := exec.LookPath(bin); return err == nil }
+
+// needVM checks what booting a guest takes.
+func needVM(t testing.TB) {
+	need(t, "root", "the VM, mounts and containerd need it", os.Geteuid() == 0)
+	need(t, "qemu-system-x86_64", "apt-get install qemu-system-x86", onPath("qemu-system-x86_64"))
+	need(t, "/usr/lib/qemu/virtiofsd", "apt-get install qemu-system-common", exists("/usr/lib/qemu/virtiofsd"))
+	need(t, "guest kernel "+guestFile("vmlinux"), "run make guest", exists(guestFile("vmlinux")))
+	need(t, "guest initrd "+guestFile("initrd.img"), "run make guest", exists(guestFile("initrd.img")))
+	need(t, "/bin/busybox (static)", "apt-get install busybox-static", exists("/bin/busybox"))
+}
+
+// busyboxRootfs fills dir with a static busybox and its applet links.
+func busyboxRootfs(t testing.TB, dir string) {
+	t.Helper()
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range splitLines(string(out)) {
+		if name == "busybox" {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", name)); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+		"etc/group":  "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
