@@ -120,4 +120,3 @@ func expectLine(ctx context.Context, conn net.Conn, ok func(string) bool) error 
 	}
 	return errors.New("line too long")
 }
-

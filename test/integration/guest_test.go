@@ -285,4 +285,3 @@ func TestGuest(t *testing.T) {
 		})
 	}
 }
-
