@@ -17,9 +17,11 @@ type Client struct {
 	conn   net.Conn
 	tc     *ttrpc.Client
 	closed chan struct{}
-	// Version and uptime the agent reported on the first Check.
-	Check *agentapi.CheckResponse
+	check  *agentapi.CheckResponse
 }
+
+// CheckResponse is the agent's answer to the first Check (version, uptime).
+func (c *Client) CheckResponse() *agentapi.CheckResponse { return c.check }
 
 // Dial connects to the agent and returns once it answers Check. It retries
 // in a tight loop until ctx ends; each failed attempt yields for a
@@ -57,7 +59,7 @@ func connect(ctx context.Context, dial dialer, a Address) (*Client, error) {
 		tc.Close()
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	c.Check = resp
+	c.check = resp
 	return c, nil
 }
 

@@ -76,7 +76,7 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 		t.Fatalf("dial agent: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	t.Logf("agent %s serving at guest uptime %s", c.Check.Version, time.Duration(c.Check.AgentStartUptimeNs))
+	t.Logf("agent %s serving at guest uptime %s", c.CheckResponse().Version, time.Duration(c.CheckResponse().AgentStartUptimeNs))
 	driver := "virtiofs"
 	if fs == hypervisor.SharedFS9P {
 		driver = "9p"

@@ -1,0 +1,194 @@
+// Package config loads the runtime's TOML configuration. Every key has a
+// documented default; unknown keys and bad values are errors naming the key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the shim looks when neither the runtime options nor
+// the environment name a file.
+const DefaultPath = "/etc/kata-go/configuration.toml"
+
+// EnvPath names a configuration file, overriding DefaultPath.
+const EnvPath = "KATA_GO_CONFIG"
+
+// Config is the whole runtime configuration.
+type Config struct {
+	Hypervisor Hypervisor `toml:"hypervisor"`
+	Agent      Agent      `toml:"agent"`
+	Runtime    Runtime    `toml:"runtime"`
+	// Source is the file this was read from ("" for built-in defaults).
+	Source string `toml:"-"`
+}
+
+// Hypervisor configures the VM.
+type Hypervisor struct {
+	Path          string   `toml:"path"`
+	VirtiofsdPath string   `toml:"virtiofsd_path"`
+	Kernel        string   `toml:"kernel"`
+	Initrd        string   `toml:"initrd"`
+	KernelParams  []string `toml:"kernel_params"`
+	MachineType   string   `toml:"machine_type"`
+	Accelerator   string   `toml:"accelerator"`
+	VCPUs         int      `toml:"vcpus"`
+	MemoryMiB     int      `toml:"memory_mib"`
+	SharedFS      string   `toml:"shared_fs"`
+	TCGTBSizeMiB  int      `toml:"tcg_tb_size_mib"`
+	// EnableAnnotations lists annotation keys (without prefix) that pods may
+	// use to override these settings; nothing is allowed by default.
+	EnableAnnotations []string `toml:"enable_annotations"`
+}
+
+// Agent configures the channel to the guest agent.
+type Agent struct {
+	Transport   string   `toml:"transport"`
+	DialTimeout Duration `toml:"dial_timeout"`
+}
+
+// Runtime configures the shim itself.
+type Runtime struct {
+	Debug bool `toml:"debug"`
+	// StateRoot holds one directory per sandbox (sockets, console log, share).
+	StateRoot string `toml:"state_root"`
+}
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Hypervisor: Hypervisor{
+			Path:          "/usr/bin/qemu-system-x86_64",
+			VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
+			Kernel:        "/usr/local/share/kata-go/vmlinux",
+			Initrd:        "/usr/local/share/kata-go/initrd.img",
+			MachineType:   "microvm",
+			Accelerator:   "auto",
+			VCPUs:         1,
+			MemoryMiB:     512,
+			SharedFS:      "virtio-fs",
+		},
+		Agent:   Agent{Transport: "auto", DialTimeout: Duration{30 * time.Second}},
+		Runtime: Runtime{StateRoot: "/run/kata-go"},
+	}
+}
+
+// Load reads path over the defaults. path "" means: $KATA_GO_CONFIG, else
+// DefaultPath if it exists, else the defaults alone.
+func Load(path string) (Config, error) {
+	c := Default()
+	if path == "" {
+		path = os.Getenv(EnvPath)
+	}
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); err != nil {
+			return c, c.Validate()
+		}
+		path = DefaultPath
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.parse(string(b)); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.Source = path
+	return c, nil
+}
+
+// Parse reads TOML text over the defaults.
+func Parse(text string) (Config, error) {
+	c := Default()
+	return c, c.parse(text)
+}
+
+func (c *Config) parse(text string) error {
+	md, err := toml.Decode(text, c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("%s", perr.ErrorWithPosition())
+		}
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
+	}
+	return c.Validate()
+}
+
+// Validate checks values (not the existence of files: that is checked when a
+// VM starts, so a missing kernel is reported against the pod that needs it).
+func (c *Config) Validate() error {
+	h := c.Hypervisor
+	switch h.MachineType {
+	case "microvm", "q35":
+	default:
+		return fmt.Errorf("hypervisor.machine_type %q: want microvm or q35", h.MachineType)
+	}
+	switch h.Accelerator {
+	case "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("hypervisor.accelerator %q: want auto, kvm or tcg", h.Accelerator)
+	}
+	if h.VCPUs < 1 || h.VCPUs > 64 {
+		return fmt.Errorf("hypervisor.vcpus %d: want 1..64", h.VCPUs)
+	}
+	if h.MemoryMiB < 64 {
+		return fmt.Errorf("hypervisor.memory_mib %d: want at least 64", h.MemoryMiB)
+	}
+	switch h.SharedFS {
+	case "virtio-fs", "9p":
+	default:
+		return fmt.Errorf("hypervisor.shared_fs %q: want virtio-fs or 9p", h.SharedFS)
+	}
+	if h.TCGTBSizeMiB < 0 {
+		return fmt.Errorf("hypervisor.tcg_tb_size_mib %d: must not be negative", h.TCGTBSizeMiB)
+	}
+	for _, k := range []struct{ key, val string }{
+		{"hypervisor.path", h.Path}, {"hypervisor.kernel", h.Kernel}, {"hypervisor.initrd", h.Initrd},
+		{"runtime.state_root", c.Runtime.StateRoot},
+	} {
+		if !strings.HasPrefix(k.val, "/") {
+			return fmt.Errorf("%s %q: must be an absolute path", k.key, k.val)
+		}
+	}
+	for _, a := range h.EnableAnnotations {
+		if _, ok := annotationSetters[a]; !ok {
+			return fmt.Errorf("hypervisor.enable_annotations: unknown annotation %q", a)
+		}
+	}
+	switch c.Agent.Transport {
+	case "auto", "serial", "vsock":
+	default:
+		return fmt.Errorf("agent.transport %q: want auto, serial or vsock", c.Agent.Transport)
+	}
+	if c.Agent.DialTimeout.Duration <= 0 || c.Agent.DialTimeout.Duration > 10*time.Minute {
+		return fmt.Errorf("agent.dial_timeout %s: want more than 0 and at most 10m", c.Agent.DialTimeout)
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sync"
+
+	"github.com/containerd/containerd/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
+
+// ContainerOptions create a container in the sandbox.
+type ContainerOptions struct {
+	ID     string
+	Bundle string
+	Rootfs []mount.Mount
+	Spec   *specs.Spec
+	IO     IO
+}
+
+// Container is one OCI container in the sandbox's VM.
+type Container struct {
+	ID    string
+	s     *Sandbox
+	share string
+	init  *Process
+
+	// mu guards execs.
+	mu    sync.Mutex // never held across an agent call
+	execs map[string]*Process
+}
+
+// CreateContainer prepares the container's files on the host, shares them
+// and creates the container in the guest; its init waits for Start.
+func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *Container, retErr error) {
+	if !validID.MatchString(o.ID) {
+		return nil, fmt.Errorf("container id %q: want 1-128 of [A-Za-z0-9_.+-]", o.ID)
+	}
+	if err := CheckSpec(o.Spec); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil, errors.New("sandbox is stopped")
+	}
+	if _, ok := s.containers[o.ID]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("container %q already exists in sandbox %q", o.ID, s.ID)
+	}
+	s.containers[o.ID] = nil // reserved while being created
+	s.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			s.mu.Lock()
+			delete(s.containers, o.ID)
+			s.mu.Unlock()
+		}
+	}()
+
+	share := s.containerShare(o.ID)
+	defer func() {
+		if retErr != nil {
+			if err := unmountAll(share); err == nil {
+				os.RemoveAll(share)
+			}
+		}
+	}()
+	if _, err := mountRootfs(share, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
+		return nil, err
+	}
+	mounts, err := shareVolumes(share, o.ID, o.Spec.Mounts)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := guestSpec(o.Spec, o.ID, mounts)
+	if err != nil {
+		return nil, err
+	}
+	io, err := openHostIO(ctx, o.ID, o.IO)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: o.ID, s: s, share: share, execs: map[string]*Process{}}
+	c.init = newProcess(c, "", io)
+	r, err := s.agent.CreateContainer(ctx, &agentapi.CreateContainerRequest{ContainerId: o.ID, OciSpec: spec, Stdin: o.IO.Stdin != ""})
+	if err != nil {
+		io.closeOutputs()
+		io.close()
+		return nil, fmt.Errorf("create container %s: %w", o.ID, s.explain(err))
+	}
+	c.init.pid = r.Pid
+	// Output can be pulled from now on; the exit is collected after start.
+	io.startOutput(s.agent, o.ID, "")
+	s.mu.Lock()
+	s.containers[o.ID] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// explain adds the VM's fate to an agent error when the VM is the cause.
+func (s *Sandbox) explain(err error) error {
+	select {
+	case <-s.dead:
+		return fmt.Errorf("%w (%v)", err, s.deadErr)
+	default:
+		return err
+	}
+}
+
+// Container returns a container of this sandbox.
+func (s *Sandbox) Container(id string) (*Container, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	return c, ok && c != nil
+}
+
+// Containers is how many containers the sandbox holds.
+func (s *Sandbox) Containers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.containers)
+}
+
+// Init is the container's first process.
+func (c *Container) Init() *Process { return c.init }
+
+// Start runs the container's init.
+func (c *Container) Start(ctx context.Context) error {
+	if _, err := c.s.agent.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, c.s.explain(err))
+	}
+	c.init.mu.Lock()
+	c.init.started = true
+	c.init.mu.Unlock()
+	c.init.io.startStdin(c.s.agent, c.ID, "")
+	c.init.follow()
+	return nil
+}
+
+// AddExec registers an exec; it runs at StartExec, as containerd expects.
+func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Process, cfg IO) (*Process, error) {
+	if !validID.MatchString(execID) {
+		return nil, fmt.Errorf("exec id %q: want 1-128 of [A-Za-z0-9_.+-]", execID)
+	}
+	if spec == nil || len(spec.Args) == 0 {
+		return nil, errors.New("exec: process.args is empty")
+	}
+	c.mu.Lock()
+	_, dup := c.execs[execID]
+	if !dup {
+		c.execs[execID] = nil
+	}
+	c.mu.Unlock()
+	if dup {
+		return nil, fmt.Errorf("exec %q already exists in container %q", execID, c.ID)
+	}
+	io, err := openHostIO(ctx, c.ID+"-"+execID, cfg)
+	if err != nil {
+		c.mu.Lock()
+		delete(c.execs, execID)
+		c.mu.Unlock()
+		return nil, err
+	}
+	p := newProcess(c, execID, io)
+	p.specJSON, err = json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.execs[execID] = p
+	c.mu.Unlock()
+	return p, nil
+}
+
+// Exec returns a registered exec.
+func (c *Container) Exec(execID string) (*Process, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	return p, ok && p != nil
+}
+
+// StartExec runs a registered exec in the guest.
+func (c *Container) StartExec(ctx context.Context, p *Process) error {
+	r, err := c.s.agent.ExecProcess(ctx, &agentapi.ExecProcessRequest{
+		ContainerId: c.ID, ExecId: p.ExecID, Process: p.specJSON, Stdin: p.io.cfg.Stdin != "",
+	})
+	if err != nil {
+		return fmt.Errorf("exec %s in %s: %w", p.ExecID, c.ID, c.s.explain(err))
+	}
+	p.mu.Lock()
+	p.pid = r.Pid
+	p.started = true
+	p.mu.Unlock()
+	p.io.startOutput(c.s.agent, c.ID, p.ExecID)
+	p.io.startStdin(c.s.agent, c.ID, p.ExecID)
+	p.follow()
+	return nil
+}
+
+// RemoveExec forgets an exec (containerd's Delete of an exec).
+func (c *Container) RemoveExec(execID string) {
+	c.mu.Lock()
+	p := c.execs[execID]
+	delete(c.execs, execID)
+	c.mu.Unlock()
+	if p != nil && !p.Started() {
+		p.markNeverStarted(0)
+	}
+}
+
+// Pause freezes the container's processes.
+func (c *Container) Pause(ctx context.Context) error {
+	_, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+	return err
+}
+
+// Resume thaws them.
+func (c *Container) Resume(ctx context.Context) error {
+	_, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+	return err
+}
+
+// Update changes the container's resources.
+func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = c.s.agent.UpdateContainer(ctx, &agentapi.UpdateContainerRequest{ContainerId: c.ID, Resources: b})
+	return err
+}
+
+// Stats are the container's cgroup statistics in the guest.
+func (c *Container) Stats(ctx context.Context) (*agentapi.StatsContainerResponse, error) {
+	return c.s.agent.StatsContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+}
+
+// Pids lists the container's processes (guest pids).
+func (c *Container) Pids(ctx context.Context) ([]uint32, error) {
+	r, err := c.s.agent.ListProcesses(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+	if err != nil {
+		return nil, err
+	}
+	return r.Pids, nil
+}
+
+// Remove deletes the container from the guest and its files from the host.
+func (c *Container) Remove(ctx context.Context) error {
+	var errs []error
+	select {
+	case <-c.s.dead:
+	default:
+		if _, err := c.s.agent.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+			errs = append(errs, fmt.Errorf("remove container %s in guest: %w", c.ID, err))
+		}
+	}
+	if !c.init.Started() {
+		c.init.markNeverStarted(0)
+	}
+	if err := unmountAll(c.share); err != nil {
+		errs = append(errs, err)
+	} else if err := os.RemoveAll(c.share); err != nil {
+		errs = append(errs, err)
+	}
+	c.s.mu.Lock()
+	delete(c.s.containers, c.ID)
+	c.s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Killed collects the exit of an init that was signalled before Start (or
+// whose VM died): it will never get a Start.
+func (c *Container) Killed() { c.init.follow() }

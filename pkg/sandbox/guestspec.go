@@ -1,0 +1,56 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// guestSpec returns the spec the agent gets: the root and volumes point at
+// the share, and nothing names a host resource the guest cannot have.
+func guestSpec(s *specs.Spec, id string, mounts []specs.Mount) ([]byte, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	var g specs.Spec
+	if err := json.Unmarshal(b, &g); err != nil {
+		return nil, err
+	}
+	if g.Root == nil {
+		g.Root = &specs.Root{}
+	}
+	g.Root.Path = guestContainerShare(id) + "/rootfs"
+	g.Mounts = mounts
+	// Hooks are host binaries; they run on the host or not at all.
+	g.Hooks = nil
+	if g.Linux != nil {
+		for i := range g.Linux.Namespaces {
+			g.Linux.Namespaces[i].Path = ""
+		}
+	}
+	return json.Marshal(&g)
+}
+
+// CheckSpec rejects specs the runtime cannot run, with the field named.
+func CheckSpec(s *specs.Spec) error {
+	if s == nil {
+		return fmt.Errorf("OCI spec: missing")
+	}
+	if s.Process == nil || len(s.Process.Args) == 0 {
+		return fmt.Errorf("OCI spec: process.args is empty")
+	}
+	if s.Process.Cwd == "" || s.Process.Cwd[0] != '/' {
+		return fmt.Errorf("OCI spec: process.cwd %q is not an absolute path", s.Process.Cwd)
+	}
+	if s.Linux == nil {
+		return fmt.Errorf("OCI spec: linux section missing")
+	}
+	for _, m := range s.Mounts {
+		if m.Destination == "" || m.Destination[0] != '/' {
+			return fmt.Errorf("OCI spec: mount destination %q is not an absolute path", m.Destination)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// containerShare is the host directory of one container inside the share:
+// rootfs/ and one entry per shared volume under mounts/.
+func (s *Sandbox) containerShare(id string) string { return filepath.Join(s.shared, id) }
+
+func guestContainerShare(id string) string { return guestSharedRoot + "/" + id }
+
+// mountRootfs puts the container's root filesystem at <share>/<id>/rootfs:
+// the mounts containerd handed over (a snapshot), or a bind of the bundle's
+// rootfs directory when there are none.
+func mountRootfs(share string, bundle string, rootfs []mount.Mount, root *specs.Root) (string, error) {
+	target := filepath.Join(share, "rootfs")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return "", err
+	}
+	if len(rootfs) > 0 {
+		if err := mount.All(rootfs, target); err != nil {
+			return "", fmt.Errorf("mount rootfs: %w", err)
+		}
+		return target, nil
+	}
+	if root == nil || root.Path == "" {
+		return "", fmt.Errorf("no rootfs mounts and no root.path in the spec")
+	}
+	src := root.Path
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(bundle, src)
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", fmt.Errorf("bind rootfs %s: %w", src, err)
+	}
+	return target, nil
+}
+
+// isBind reports whether an OCI mount is a bind mount of a host path.
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
+
+// shareVolumes binds each host path the spec mounts into the container
+// under <share>/mounts/, and returns the spec's mounts rewritten to guest
+// paths. Only these paths, never their host parents, become visible to
+// the guest. The host source is opened without following a final symlink
+// so a link planted in a shared directory cannot redirect the bind.
+func shareVolumes(share, id string, mounts []specs.Mount) ([]specs.Mount, error) {
+	out := make([]specs.Mount, 0, len(mounts))
+	for i, m := range mounts {
+		if !isBind(m) {
+			out = append(out, m)
+			continue
+		}
+		if !filepath.IsAbs(m.Source) {
+			return nil, fmt.Errorf("bind mount %s: source %q must be absolute", m.Destination, m.Source)
+		}
+		fi, err := os.Lstat(m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil, fmt.Errorf("bind mount %s: source %s is a symlink", m.Destination, m.Source)
+		}
+		name := strconv.Itoa(i) + "-" + strings.ReplaceAll(strings.Trim(m.Destination, "/"), "/", "_")
+		target := filepath.Join(share, "mounts", name)
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return nil, err
+		}
+		if fi.IsDir() {
+			err = os.Mkdir(target, 0o755)
+		} else {
+			var f *os.File
+			f, err = os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err == nil {
+				f.Close()
+			}
+		}
+		if err != nil && !os.IsExist(err) {
+			return nil, err
+		}
+		if err := unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return nil, fmt.Errorf("share %s: %w", m.Source, err)
+		}
+		for _, o := range m.Options {
+			if o == "ro" {
+				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
+					return nil, fmt.Errorf("make %s read-only: %w", target, err)
+				}
+			}
+		}
+		m.Source = guestContainerShare(id) + "/mounts/" + name
+		m.Type = "bind"
+		out = append(out, m)
+	}
+	return out, nil
+}

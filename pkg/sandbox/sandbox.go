@@ -1,0 +1,284 @@
+// Package sandbox is one pod: a VM, the connection to its agent and the
+// containers running in it. It knows nothing of containerd's Task API.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/config"
+	"github.com/kata-go/kata-go/pkg/hypervisor"
+)
+
+// Guest paths and tags the host and agent agree on.
+const (
+	shareTag        = "kataShared"
+	guestSharedRoot = "/run/kata-go/shared"
+	sharedDirName   = "shared"
+)
+
+// Options create a sandbox.
+type Options struct {
+	ID       string
+	StateDir string
+	Config   config.Config
+	// Spec of the first container (the pod's sandbox container under CRI):
+	// its hostname and resource limits shape the VM.
+	Spec   *specs.Spec
+	Logger *slog.Logger
+	Deps   Deps
+}
+
+// Sandbox is a running pod VM.
+type Sandbox struct {
+	ID       string
+	stateDir string
+	shared   string
+	cfg      config.Config
+	vm       hypervisor.Hypervisor
+	agent    Agent
+	log      *slog.Logger
+	deps     Deps
+
+	// dead is closed once the VM or the agent connection is gone; deadErr
+	// says why and is written before the close.
+	dead    chan struct{}
+	deadErr error
+
+	// mu guards containers and stopped.
+	mu         sync.Mutex
+	containers map[string]*Container
+	stopped    bool
+
+	// Timings of the start, for the boot-phase benchmark.
+	Phases Phases
+}
+
+// Phases are the host-side timestamps of a sandbox start.
+type Phases struct {
+	Begin, VMMSpawned, AgentReady time.Time
+	// GuestAgentUptime is the guest's uptime when the agent began serving.
+	GuestAgentUptime time.Duration
+}
+
+// Start boots the VM and connects to its agent.
+func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
+	begin := time.Now()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Deps.NewHypervisor == nil {
+		o.Deps = DefaultDeps()
+	}
+	cfg := o.Config
+	if o.Spec != nil {
+		if err := cfg.ApplyAnnotations(o.Spec.Annotations); err != nil {
+			return nil, err
+		}
+	}
+	vcpus, mem := vmSize(cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB, o.Spec)
+	if err := checkHostMemory(mem); err != nil {
+		return nil, err
+	}
+	transport, err := pickTransport(cfg.Agent.Transport)
+	if err != nil {
+		return nil, err
+	}
+	shared := filepath.Join(o.StateDir, sharedDirName)
+	if err := os.MkdirAll(shared, 0o700); err != nil {
+		return nil, fmt.Errorf("create sandbox state: %w", err)
+	}
+	if err := os.Chmod(o.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			if err := Cleanup(o.StateDir); err != nil {
+				o.Logger.Warn("cleanup after failed start", "err", err)
+			}
+		}
+	}()
+	h := cfg.Hypervisor
+	vm, err := o.Deps.NewHypervisor(hypervisor.Config{
+		QEMUPath: h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
+		KernelParams: h.KernelParams, MachineType: h.MachineType,
+		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
+		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB,
+		Debug: cfg.Runtime.Debug, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := vm.AddDevice(hypervisor.SharedDir{Tag: shareTag, HostPath: shared, Type: hypervisor.SharedFSType(h.SharedFS)}); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{
+		ID: o.ID, stateDir: o.StateDir, shared: shared, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
+		dead: make(chan struct{}), containers: map[string]*Container{},
+	}
+	s.Phases.Begin = begin
+	if err := vm.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start VM: %w", err)
+	}
+	s.Phases.VMMSpawned = time.Now()
+	defer func() {
+		if retErr != nil {
+			_ = vm.Stop(context.Background())
+		}
+	}()
+	refs := []processRef{}
+	for _, pid := range vm.Pids() {
+		refs = append(refs, refFor(pid))
+	}
+	if err := writeState(o.StateDir, diskState{SandboxID: o.ID, Processes: refs}); err != nil {
+		return nil, fmt.Errorf("write sandbox state: %w", err)
+	}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
+	go s.watch()
+	hostname := ""
+	if o.Spec != nil {
+		hostname = o.Spec.Hostname
+	}
+	if _, err := s.agent.CreateSandbox(ctx, &agentapi.CreateSandboxRequest{
+		SandboxId: o.ID, Hostname: hostname,
+		Storages: []*agentapi.Storage{{Driver: guestFSDriver(h.SharedFS), Source: shareTag, MountPoint: guestSharedRoot}},
+	}); err != nil {
+		s.agent.Close()
+		return nil, fmt.Errorf("agent: create sandbox: %w", err)
+	}
+	return s, nil
+}
+
+func guestFSDriver(sharedFS string) string {
+	if sharedFS == "9p" {
+		return "9p"
+	}
+	return "virtiofs"
+}
+
+// pickTransport resolves "auto": vsock needs /dev/vhost-vsock on the host.
+func pickTransport(t string) (hypervisor.Transport, error) {
+	switch t {
+	case "serial":
+		return hypervisor.TransportSerial, nil
+	case "vsock":
+		if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
+			return "", fmt.Errorf("agent.transport vsock: %w", err)
+		}
+		return hypervisor.TransportVsock, nil
+	}
+	if _, err := os.Stat("/dev/vhost-vsock"); err == nil {
+		return hypervisor.TransportVsock, nil
+	}
+	return hypervisor.TransportSerial, nil
+}
+
+// connect dials the agent, giving up early if the VM dies meanwhile.
+func (s *Sandbox) connect(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.Agent.DialTimeout.Duration)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.vm.Exited():
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	a, err := s.deps.DialAgent(dctx, s.vm.AgentAddress())
+	if err != nil {
+		select {
+		case <-s.vm.Exited():
+			return fmt.Errorf("VM exited before its agent answered: %v%s", s.vm.ExitErr(), s.consoleTail())
+		default:
+		}
+		return fmt.Errorf("connect to agent: %w%s", err, s.consoleTail())
+	}
+	s.agent = a
+	s.Phases.AgentReady = time.Now()
+	if c, ok := a.(interface {
+		CheckResponse() *agentapi.CheckResponse
+	}); ok && c.CheckResponse() != nil {
+		s.Phases.GuestAgentUptime = time.Duration(c.CheckResponse().AgentStartUptimeNs)
+	}
+	s.log.Info("agent ready", "after", s.Phases.AgentReady.Sub(s.Phases.Begin))
+	return nil
+}
+
+// consoleTail is the end of the guest console, to explain a failed boot.
+func (s *Sandbox) consoleTail() string {
+	b, err := os.ReadFile(s.vm.ConsoleLog())
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 8 {
+		lines = lines[len(lines)-8:]
+	}
+	return "; guest console: " + strings.Join(lines, " | ")
+}
+
+// watch notices the VM or the agent connection going away.
+func (s *Sandbox) watch() {
+	var why error
+	select {
+	case <-s.vm.Exited():
+		why = fmt.Errorf("VM exited: %v", s.vm.ExitErr())
+	case <-s.agent.Closed():
+		why = errors.New("agent connection closed")
+	}
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if !stopped {
+		s.log.Error("sandbox died", "err", why)
+	}
+	s.deadErr = why
+	close(s.dead)
+}
+
+// Dead is closed when the VM or its agent is gone.
+func (s *Sandbox) Dead() <-chan struct{} { return s.dead }
+
+// VMPids are the host processes of the VM.
+func (s *Sandbox) VMPids() []int { return s.vm.Pids() }
+
+// Stop ends the VM and frees everything on the host.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	select {
+	case <-s.dead:
+	default:
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = s.agent.DestroySandbox(dctx, &agentapi.DestroySandboxRequest{})
+		cancel()
+	}
+	s.agent.Close()
+	err := s.vm.Stop(ctx)
+	if cerr := Cleanup(s.stateDir); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// WaitOOM long-polls the agent for the next OOM kill in the VM.
+func (s *Sandbox) WaitOOM(ctx context.Context, r *agentapi.Empty) (*agentapi.OOMEvent, error) {
+	return s.agent.GetOOMEvent(ctx, r)
+}

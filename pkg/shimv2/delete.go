@@ -1,0 +1,59 @@
+package shimv2
+
+import (
+	"context"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	t, err := s.getTask(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.process(r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if p.Started() {
+		select {
+		case <-p.Exited():
+		default:
+			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of task %s is still running; kill it first", r.ExecID, r.ID)
+		}
+	}
+	if r.ExecID != "" {
+		t.c.RemoveExec(r.ExecID)
+		st := p.Status()
+		return &taskAPI.DeleteResponse{Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: ts(st.At)}, nil
+	}
+	rmErr := t.c.Remove(ctx)
+	st := p.Status()
+	if st.At.IsZero() {
+		st.At = time.Now()
+	}
+	s.mu.Lock()
+	delete(s.tasks, r.ID)
+	sb := s.sb
+	stopVM := t.owner || len(s.tasks) == 0
+	if stopVM {
+		s.sb = nil
+	}
+	s.mu.Unlock()
+	if stopVM && sb != nil {
+		if err := sb.Stop(ctx); err != nil {
+			s.log.Warn("stop sandbox", "err", err)
+		}
+	}
+	if rmErr != nil {
+		s.log.Warn("remove container", "id", r.ID, "err", rmErr)
+	}
+	s.events.publish(topicDelete, &eventstypes.TaskDelete{
+		ContainerID: r.ID, Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At), ID: r.ID,
+	})
+	return &taskAPI.DeleteResponse{Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At)}, nil
+}

@@ -1,0 +1,61 @@
+package shimv2
+
+import (
+	"context"
+	"sync"
+
+	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/runtime"
+)
+
+// eventQueue publishes events in order from one goroutine, so a TaskExit
+// can never overtake the TaskStart before it.
+type eventQueue struct {
+	ctx       context.Context
+	publisher events.Publisher
+	ch        chan event
+	done      chan struct{}
+	// once guards closing ch.
+	once sync.Once
+}
+
+type event struct {
+	topic string
+	ev    events.Event
+}
+
+func newEventQueue(ctx context.Context, p events.Publisher) *eventQueue {
+	q := &eventQueue{ctx: ctx, publisher: p, ch: make(chan event, 128), done: make(chan struct{})}
+	go q.run()
+	return q
+}
+
+func (q *eventQueue) run() {
+	defer close(q.done)
+	for e := range q.ch {
+		_ = q.publisher.Publish(q.ctx, e.topic, e.ev)
+	}
+}
+
+func (q *eventQueue) publish(topic string, ev events.Event) {
+	defer func() { _ = recover() }() // publish after close is dropped
+	q.ch <- event{topic, ev}
+}
+
+// close drains what is queued and stops.
+func (q *eventQueue) close() {
+	q.once.Do(func() { close(q.ch) })
+	<-q.done
+}
+
+var (
+	topicCreate      = runtime.TaskCreateEventTopic
+	topicStart       = runtime.TaskStartEventTopic
+	topicExit        = runtime.TaskExitEventTopic
+	topicDelete      = runtime.TaskDeleteEventTopic
+	topicExecAdded   = runtime.TaskExecAddedEventTopic
+	topicExecStarted = runtime.TaskExecStartedEventTopic
+	topicPaused      = runtime.TaskPausedEventTopic
+	topicResumed     = runtime.TaskResumedEventTopic
+	topicOOM         = runtime.TaskOOMEventTopic
+)

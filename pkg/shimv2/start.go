@@ -1,0 +1,36 @@
+package shimv2
+
+import (
+	"context"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+)
+
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	t, err := s.getTask(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.process(r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if p.Started() {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of task %s already started", r.ExecID, r.ID)
+	}
+	if r.ExecID == "" {
+		if err := t.c.Start(ctx); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+		}
+		s.events.publish(topicStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: p.Pid()})
+	} else {
+		if err := t.c.StartExec(ctx, p); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+		}
+		s.events.publish(topicExecStarted, &eventstypes.TaskExecStarted{ContainerID: t.id, ExecID: r.ExecID, Pid: p.Pid()})
+	}
+	s.watchExit(t, p)
+	return &taskAPI.StartResponse{Pid: p.Pid()}, nil
+}

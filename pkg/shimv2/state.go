@@ -1,0 +1,62 @@
+package shimv2
+
+import (
+	"context"
+
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+)
+
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	t, err := s.getTask(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.process(r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	io := t.io
+	if r.ExecID != "" {
+		io = t.execIO[r.ExecID]
+	}
+	paused := t.paused
+	t.mu.Unlock()
+	resp := &taskAPI.StateResponse{
+		ID: r.ID, Bundle: t.bundle, Pid: p.Pid(), Status: tasktypes.Status_CREATED,
+		Stdin: io.Stdin, Stdout: io.Stdout, Stderr: io.Stderr, Terminal: io.Terminal, ExecID: r.ExecID,
+	}
+	if r.ExecID != "" {
+		resp.ID = r.ExecID
+	}
+	select {
+	case <-p.Exited():
+		st := p.Status()
+		resp.Status, resp.ExitStatus, resp.ExitedAt = tasktypes.Status_STOPPED, st.Code, ts(st.At)
+	default:
+		if p.Started() {
+			resp.Status = tasktypes.Status_RUNNING
+			if paused {
+				resp.Status = tasktypes.Status_PAUSED
+			}
+		}
+	}
+	return resp, nil
+}
+
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	t, err := s.getTask(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := t.c.Pids(ctx)
+	if err != nil {
+		return nil, errToGRPC(err)
+	}
+	resp := &taskAPI.PidsResponse{}
+	for _, pid := range pids {
+		resp.Processes = append(resp.Processes, &tasktypes.ProcessInfo{Pid: pid})
+	}
+	return resp, nil
+}
