@@ -3,8 +3,8 @@ package shimv2
 import (
 	"context"
 
-	tasktypes "github.com/containerd/containerd/api/types/task"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 )
 
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
