@@ -12,7 +12,7 @@ import (
 // can never overtake the TaskStart before it.
 type eventQueue struct {
 	ctx       context.Context
-	publisher events.Publisher
+	publisher publisher
 	ch        chan event
 	done      chan struct{}
 	// once guards closing ch.
@@ -24,7 +24,14 @@ type event struct {
 	ev    events.Event
 }
 
-func newEventQueue(ctx context.Context, p events.Publisher) *eventQueue {
+// publisher is the shim library's: closing it tells the library that
+// every event went out, so the shim may exit.
+type publisher interface {
+	events.Publisher
+	Close() error
+}
+
+func newEventQueue(ctx context.Context, p publisher) *eventQueue {
 	q := &eventQueue{ctx: ctx, publisher: p, ch: make(chan event, 128), done: make(chan struct{})}
 	go q.run()
 	return q
@@ -35,6 +42,7 @@ func (q *eventQueue) run() {
 	for e := range q.ch {
 		_ = q.publisher.Publish(q.ctx, e.topic, e.ev)
 	}
+	_ = q.publisher.Close()
 }
 
 func (q *eventQueue) publish(topic string, ev events.Event) {
