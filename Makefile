@@ -9,7 +9,7 @@ GUEST_OUT := guest/out
 AGENT_TAGS := seccomp netgo osusergo
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build guest agent install test test-unit test-integration bench soak generate check-generated lint clean help
+.PHONY: all build guest agent install deps test test-unit test-integration bench soak generate check-generated lint clean help
 
 all: build guest
 
@@ -41,19 +41,24 @@ install: build guest
 	install -D -m 0644 $(GUEST_OUT)/initrd.img $(SHAREDIR)/initrd.img
 	@if [ ! -e $(CONFDIR)/configuration.toml ]; then install -D -m 0644 config/configuration.toml $(CONFDIR)/configuration.toml; fi
 
-test: test-unit test-integration
+deps:
+	hack/install-deps.sh --with-containerd2
+
+# Everything: generated code and style, unit tests, then the integration
+# tier (root, QEMU, containerd 1.6 and 2.4).
+test: deps lint test-unit test-integration
 
 test-unit:
 	$(GO) test -count=1 ./...
 
 test-integration: build guest
-	$(GO) test -count=1 -v -timeout 60m ./test/integration/ 2>&1 | tee /tmp/kata-go-integration.log; exit $${PIPESTATUS[0]}
+	$(GO) test -tags integration -count=1 -v -timeout 60m ./test/integration/ 2>&1 | tee /tmp/kata-go-integration.log; exit $${PIPESTATUS[0]}
 
 bench: build guest
 	$(GO) run ./bench
 
 soak: build guest
-	KATA_GO_SOAK=200 $(GO) test -count=1 -v -timeout 120m -run Soak ./test/integration/
+	KATA_GO_SOAK=200 $(GO) test -tags integration -count=1 -v -timeout 120m -run Soak ./test/integration/
 
 generate:
 	GOBIN=$(CURDIR)/bin $(GO) install tool

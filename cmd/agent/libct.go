@@ -80,7 +80,7 @@ func startWithIO(io *stdio, p *libcontainer.Process, start func(*libcontainer.Pr
 		return 0, err
 	}
 	if consoleParent != nil {
-		master, err := utils.RecvFile(consoleParent) //nolint:staticcheck // no replacement is exported yet
+		master, err := recvFile(consoleParent)
 		if err != nil {
 			_ = p.Signal(unix.SIGKILL)
 			return 0, fmt.Errorf("receive pty master: %w", err)
@@ -223,4 +223,35 @@ func (l *libctContainer) destroy() error {
 		return nil
 	}
 	return err
+}
+
+// recvFile receives the pty master libcontainer sends over the console
+// socket (one fd in an SCM_RIGHTS message; the payload is its name).
+func recvFile(sock *os.File) (*os.File, error) {
+	name := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var n, oobn int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), name, oob, unix.MSG_CMSG_CLOEXEC)
+		return rerr != unix.EAGAIN
+	}); err != nil {
+		return nil, err
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("console socket: want one control message, got %d (%v)", len(msgs), err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("console socket: want one fd (%v)", err)
+	}
+	return os.NewFile(uintptr(fds[0]), string(name[:n])), nil
 }

@@ -52,11 +52,9 @@ func guestSpec(id string, raw []byte) (*specs.Spec, error) {
 	if s.Linux.Resources != nil {
 		// Device rules name host devices; the guest allows the OCI defaults.
 		s.Linux.Resources.Devices = nil
-		// cgroup v2 in the guest has neither swappiness nor kernel memory.
+		// cgroup v2 in the guest has no swappiness knob.
 		if s.Linux.Resources.Memory != nil {
 			s.Linux.Resources.Memory.Swappiness = nil
-			s.Linux.Resources.Memory.Kernel = nil
-			s.Linux.Resources.Memory.KernelTCP = nil
 		}
 		s.Linux.Resources.BlockIO = nil
 		s.Linux.Resources.HugepageLimits = nil

@@ -127,7 +127,10 @@ func (c *Config) parse(text string) error {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return fmt.Errorf("%s", perr.ErrorWithPosition())
+			if perr.LastKey != "" {
+				return fmt.Errorf("line %d, key %s: %s", perr.Position.Line, perr.LastKey, perr.Message)
+			}
+			return fmt.Errorf("line %d: %s", perr.Position.Line, perr.Message)
 		}
 		return err
 	}

@@ -21,7 +21,6 @@ import (
 
 // service is the Task API of one pod.
 type service struct {
-	id       string
 	shutdown shutdown.Service
 	events   *eventQueue
 	log      *slog.Logger

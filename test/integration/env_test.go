@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration runs kata-go with its real parts: QEMU, the guest
 // kernel and agent, containerd and ctr. It needs root. Outside CI a missing
 // part skips the test with what is missing and why; in CI (CI=true) it fails.

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Installs what building and testing kata-go needs on Debian 12, and builds
+# containerd 2.4.2 from the Go module proxy for the integration tier (cached
+# under /var/cache/kata-go, so a second run costs nothing).
+set -euo pipefail
+
+pkgs=(qemu-system-x86 qemu-utils containerd runc busybox-static linux-source-6.1
+	protobuf-compiler containernetworking-plugins build-essential flex bison bc
+	libelf-dev libssl-dev libseccomp-dev cpio xz-utils zstd iproute2 kmod pkg-config git)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "install-deps: Go is required (https://go.dev/dl), found none on PATH" >&2; exit 1; }
+
+if [ "${1:-}" = "--with-containerd2" ]; then
+	dir=${KATA_GO_CONTAINERD2_DIR:-/var/cache/kata-go/containerd-v2.4.2}
+	if [ ! -x "$dir/containerd" ] || [ ! -x "$dir/ctr" ]; then
+		echo "install-deps: building containerd v2.4.2 into $dir (about 10 minutes cold)"
+		mkdir -p "$dir"
+		GOBIN=$dir go install github.com/containerd/containerd/v2/cmd/containerd@v2.4.2 github.com/containerd/containerd/v2/cmd/ctr@v2.4.2
+	fi
+fi
