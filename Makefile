@@ -72,8 +72,8 @@ check-generated: generate
 
 lint: check-generated
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) tool staticcheck ./...
+	$(GO) vet ./... && $(GO) vet -tags integration ./test/integration/
+	$(GO) tool staticcheck ./... && $(GO) tool staticcheck -tags integration ./test/integration/
 
 clean:
 	rm -rf bin $(GUEST_OUT)

@@ -74,10 +74,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 			}
 		}
 	}()
-	if _, err := mountRootfs(share, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
+	if _, err := mountRootfs(s.deps.HostFS, share, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
 		return nil, err
 	}
-	mounts, err := shareVolumes(share, o.ID, o.Spec.Mounts)
+	mounts, err := shareVolumes(s.deps.HostFS, share, o.ID, o.Spec.Mounts)
 	if err != nil {
 		return nil, err
 	}

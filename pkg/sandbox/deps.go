@@ -22,12 +22,14 @@ var _ Agent = (*agentclient.Client)(nil)
 type Deps struct {
 	NewHypervisor func(hypervisor.Config) (hypervisor.Hypervisor, error)
 	DialAgent     func(context.Context, hypervisor.AgentAddress) (Agent, error)
+	HostFS        HostFS
 }
 
 // DefaultDeps are QEMU and the ttrpc agent client.
 func DefaultDeps() Deps {
 	return Deps{
 		NewHypervisor: func(c hypervisor.Config) (hypervisor.Hypervisor, error) { return hypervisor.NewQEMU(c) },
+		HostFS:        realFS{},
 		DialAgent: func(ctx context.Context, a hypervisor.AgentAddress) (Agent, error) {
 			return agentclient.Dial(ctx, agentclient.Address{
 				Transport: agentclient.Transport(a.Transport), Path: a.Path, CID: a.CID, Port: a.Port,

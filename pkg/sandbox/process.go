@@ -26,15 +26,17 @@ type Process struct {
 	// specJSON is an exec's OCI process, kept until it starts.
 	specJSON []byte
 
-	// mu guards pid, started and status.
-	mu      sync.Mutex
-	pid     uint32
-	started bool
-	status  ExitStatus
+	// mu guards pid, started, following and status.
+	mu        sync.Mutex
+	pid       uint32
+	started   bool
+	following bool
+	status    ExitStatus
 
 	exited chan struct{} // closed after status is set and output is drained
-	// followOnce guards starting the exit collector.
+	// followOnce guards starting the exit collector; finishOnce closing exited.
 	followOnce sync.Once
+	finishOnce sync.Once
 }
 
 func newProcess(c *Container, execID string, io *hostIO) *Process {
@@ -70,7 +72,22 @@ func (p *Process) Started() bool {
 // exit is never reported while output is still in flight. If the VM dies,
 // the process ends with VMDiedStatus.
 func (p *Process) follow() {
-	p.followOnce.Do(p.collect)
+	p.followOnce.Do(func() {
+		p.mu.Lock()
+		p.following = true
+		p.mu.Unlock()
+		p.collect()
+	})
+}
+
+// finish records the exit and wakes every waiter, once.
+func (p *Process) finish(st ExitStatus) {
+	p.finishOnce.Do(func() {
+		p.mu.Lock()
+		p.status = st
+		p.mu.Unlock()
+		close(p.exited)
+	})
 }
 
 func (p *Process) collect() {
@@ -101,26 +118,22 @@ func (p *Process) collect() {
 			st.At = time.Now()
 		}
 		p.io.close()
-		p.mu.Lock()
-		p.status = st
-		p.mu.Unlock()
-		close(p.exited)
+		p.finish(st)
 	}()
 }
 
 // markNeverStarted ends a process that was created but never ran.
 func (p *Process) markNeverStarted(code uint32) {
 	p.mu.Lock()
-	if p.started {
+	if p.started || p.following {
 		p.mu.Unlock()
-		return
+		return // its collector reports the exit
 	}
 	p.started = true
-	p.status = ExitStatus{Code: code, At: time.Now()}
 	p.mu.Unlock()
 	p.io.closeOutputs()
 	p.io.close()
-	close(p.exited)
+	p.finish(ExitStatus{Code: code, At: time.Now()})
 }
 
 // CloseStdin is containerd's CloseIO.

@@ -18,16 +18,43 @@ func (s *Sandbox) containerShare(id string) string { return filepath.Join(s.shar
 
 func guestContainerShare(id string) string { return guestSharedRoot + "/" + id }
 
+// HostFS makes the host mounts a container needs. It is an interface so the
+// sandbox's logic can be unit tested without root.
+type HostFS interface {
+	// MountAll mounts containerd's rootfs mounts on target.
+	MountAll(mounts []mount.Mount, target string) error
+	// Bind bind-mounts source on target (recursively), read-only if asked.
+	Bind(source, target string, readOnly bool) error
+}
+
+// realFS is the host's mount table.
+type realFS struct{}
+
+func (realFS) MountAll(mounts []mount.Mount, target string) error { return mount.All(mounts, target) }
+
+func (realFS) Bind(source, target string, readOnly bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return err
+	}
+	if readOnly {
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
+			_ = unix.Unmount(target, unix.MNT_DETACH)
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
 // mountRootfs puts the container's root filesystem at <share>/<id>/rootfs:
 // the mounts containerd handed over (a snapshot), or a bind of the bundle's
 // rootfs directory when there are none.
-func mountRootfs(share string, bundle string, rootfs []mount.Mount, root *specs.Root) (string, error) {
+func mountRootfs(fs HostFS, share string, bundle string, rootfs []mount.Mount, root *specs.Root) (string, error) {
 	target := filepath.Join(share, "rootfs")
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return "", err
 	}
 	if len(rootfs) > 0 {
-		if err := mount.All(rootfs, target); err != nil {
+		if err := fs.MountAll(rootfs, target); err != nil {
 			return "", fmt.Errorf("mount rootfs: %w", err)
 		}
 		return target, nil
@@ -39,7 +66,7 @@ func mountRootfs(share string, bundle string, rootfs []mount.Mount, root *specs.
 	if !filepath.IsAbs(src) {
 		src = filepath.Join(bundle, src)
 	}
-	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := fs.Bind(src, target, false); err != nil {
 		return "", fmt.Errorf("bind rootfs %s: %w", src, err)
 	}
 	return target, nil
@@ -63,7 +90,7 @@ func isBind(m specs.Mount) bool {
 // paths. Only these paths, never their host parents, become visible to
 // the guest. The host source is opened without following a final symlink
 // so a link planted in a shared directory cannot redirect the bind.
-func shareVolumes(share, id string, mounts []specs.Mount) ([]specs.Mount, error) {
+func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mount, error) {
 	out := make([]specs.Mount, 0, len(mounts))
 	for i, m := range mounts {
 		if !isBind(m) {
@@ -97,15 +124,12 @@ func shareVolumes(share, id string, mounts []specs.Mount) ([]specs.Mount, error)
 		if err != nil && !os.IsExist(err) {
 			return nil, err
 		}
-		if err := unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return nil, fmt.Errorf("share %s: %w", m.Source, err)
-		}
+		ro := false
 		for _, o := range m.Options {
-			if o == "ro" {
-				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
-					return nil, fmt.Errorf("make %s read-only: %w", target, err)
-				}
-			}
+			ro = ro || o == "ro"
+		}
+		if err := fs.Bind(m.Source, target, ro); err != nil {
+			return nil, fmt.Errorf("share %s: %w", m.Source, err)
 		}
 		m.Source = guestContainerShare(id) + "/mounts/" + name
 		m.Type = "bind"

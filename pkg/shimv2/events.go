@@ -15,8 +15,10 @@ type eventQueue struct {
 	publisher publisher
 	ch        chan event
 	done      chan struct{}
-	// once guards closing ch.
-	once sync.Once
+	// mu guards closed and sending on ch: publishers hold it shared, close
+	// exclusively, so no send can race the close.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type event struct {
@@ -45,14 +47,24 @@ func (q *eventQueue) run() {
 	_ = q.publisher.Close()
 }
 
+// publish queues an event; after close it is dropped (the shim is exiting).
 func (q *eventQueue) publish(topic string, ev events.Event) {
-	defer func() { _ = recover() }() // publish after close is dropped
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return
+	}
 	q.ch <- event{topic, ev}
 }
 
 // close drains what is queued and stops.
 func (q *eventQueue) close() {
-	q.once.Do(func() { close(q.ch) })
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.ch)
+	}
+	q.mu.Unlock()
 	<-q.done
 }
 

@@ -45,7 +45,7 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 	s := &service{
 		shutdown: sd,
 		events:   newEventQueue(ctx, publisher),
-		log:      slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(4), nil)),
+		log:      slog.New(logrusHandler{entry: log.G(ctx)}),
 		deps:     deps,
 		tasks:    map[string]*task{},
 	}

@@ -303,4 +303,3 @@ func testShimKilled(t *testing.T, d *daemon) {
 	}
 	_, _, _ = d.ctr("container", "rm", "victim")
 }
-

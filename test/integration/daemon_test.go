@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	image   = "docker.io/library/busybox:kata-go"
+	image       = "docker.io/library/busybox:kata-go"
 	kataRuntime = "io.containerd.kata.v2"
 )
 

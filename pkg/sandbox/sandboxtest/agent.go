@@ -1,0 +1,423 @@
+// Package sandboxtest has fakes of the parts a sandbox is built from, for
+// unit tests of the sandbox and the shim above it. They model behaviour
+// (processes that print, exit, or run until signalled), not just calls.
+package sandboxtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
+
+// Behavior is what a fake process does once started.
+type Behavior struct {
+	Stdout, Stderr string
+	Exit           int32
+	// UntilSignal keeps the process running until SignalProcess.
+	UntilSignal bool
+}
+
+// Agent is an in-memory agent.
+type Agent struct {
+	// Script decides each process's behaviour from its args; nil: exit 0.
+	Script func(args []string) Behavior
+
+	// mu guards everything below.
+	mu       sync.Mutex
+	calls    []string
+	procs    map[string]*proc
+	paused   map[string]bool
+	stdin    map[string][]byte
+	resource map[string][]byte
+	closed   chan struct{}
+	oom      chan string
+}
+
+type proc struct {
+	b        Behavior
+	args     []string
+	started  bool
+	exited   chan struct{}
+	status   int32
+	outSent  bool
+	errSent  bool
+	stdinEOF bool
+}
+
+var _ agentapi.AgentService = (*Agent)(nil)
+
+// NewAgent returns a fake agent with no containers.
+func NewAgent(script func([]string) Behavior) *Agent {
+	return &Agent{
+		Script: script, procs: map[string]*proc{}, paused: map[string]bool{},
+		stdin: map[string][]byte{}, resource: map[string][]byte{},
+		closed: make(chan struct{}), oom: make(chan string, 8),
+	}
+}
+
+func key(cid, eid string) string { return cid + "/" + eid }
+
+func (a *Agent) record(call string) {
+	a.mu.Lock()
+	a.calls = append(a.calls, call)
+	a.mu.Unlock()
+}
+
+// Calls lists the RPCs received, in order.
+func (a *Agent) Calls() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+// Stdin is what was written to a process's stdin, and whether it was closed.
+func (a *Agent) Stdin(cid, eid string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.procs[key(cid, eid)]
+	return string(a.stdin[key(cid, eid)]), p != nil && p.stdinEOF
+}
+
+// Resources is the last UpdateContainer payload for cid.
+func (a *Agent) Resources(cid string) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.resource[cid]
+}
+
+// Paused reports the container's freezer state.
+func (a *Agent) Paused(cid string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.paused[cid]
+}
+
+// OOM injects an OOM kill of cid.
+func (a *Agent) OOM(cid string) { a.oom <- cid }
+
+// Die drops the connection, as a dead VM would.
+func (a *Agent) Die() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.closed:
+	default:
+		close(a.closed)
+	}
+}
+
+func (a *Agent) Closed() <-chan struct{} { return a.closed }
+func (a *Agent) Close() error           { a.Die(); return nil }
+
+func (a *Agent) dead() error {
+	select {
+	case <-a.closed:
+		return status.Error(codes.Unavailable, "ttrpc: closed")
+	default:
+		return nil
+	}
+}
+
+func (a *Agent) add(cid, eid string, args []string) *proc {
+	b := Behavior{}
+	if a.Script != nil {
+		b = a.Script(args)
+	}
+	p := &proc{b: b, args: args, exited: make(chan struct{})}
+	a.procs[key(cid, eid)] = p
+	return p
+}
+
+func (a *Agent) get(cid, eid string) (*proc, error) {
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.procs[key(cid, eid)]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "process %s/%s not found", cid, eid)
+	}
+	return p, nil
+}
+
+func (a *Agent) start(p *proc) {
+	p.started = true
+	if !p.b.UntilSignal {
+		p.status = p.b.Exit
+		close(p.exited)
+	}
+}
+
+func (a *Agent) Check(context.Context, *agentapi.CheckRequest) (*agentapi.CheckResponse, error) {
+	a.record("Check")
+	return &agentapi.CheckResponse{Version: "fake"}, a.dead()
+}
+
+func (a *Agent) CreateSandbox(context.Context, *agentapi.CreateSandboxRequest) (*agentapi.Empty, error) {
+	a.record("CreateSandbox")
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) DestroySandbox(context.Context, *agentapi.DestroySandboxRequest) (*agentapi.Empty, error) {
+	a.record("DestroySandbox")
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) CreateContainer(_ context.Context, r *agentapi.CreateContainerRequest) (*agentapi.CreateContainerResponse, error) {
+	a.record("CreateContainer")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(r.OciSpec, &s); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "spec: %v", err)
+	}
+	if s.Process == nil || len(s.Process.Args) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no args")
+	}
+	if s.Process.Args[0] == "/missing" {
+		return nil, status.Errorf(codes.FailedPrecondition, "exec: %q: no such file or directory", s.Process.Args[0])
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.procs[key(r.ContainerId, "")]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "container %s exists", r.ContainerId)
+	}
+	a.add(r.ContainerId, "", s.Process.Args)
+	return &agentapi.CreateContainerResponse{Pid: 1}, nil
+}
+
+func (a *Agent) StartContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	a.record("StartContainer")
+	p, err := a.get(r.ContainerId, "")
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.start(p)
+	a.mu.Unlock()
+	return &agentapi.Empty{}, nil
+}
+
+func (a *Agent) RemoveContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	a.record("RemoveContainer")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, p := range a.procs {
+		if len(k) > len(r.ContainerId) && k[:len(r.ContainerId)+1] == r.ContainerId+"/" {
+			select {
+			case <-p.exited:
+			default:
+				p.status = 137
+				close(p.exited)
+			}
+			delete(a.procs, k)
+		}
+	}
+	return &agentapi.Empty{}, nil
+}
+
+func (a *Agent) PauseContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	a.record("PauseContainer")
+	a.mu.Lock()
+	a.paused[r.ContainerId] = true
+	a.mu.Unlock()
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) ResumeContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	a.record("ResumeContainer")
+	a.mu.Lock()
+	a.paused[r.ContainerId] = false
+	a.mu.Unlock()
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) UpdateContainer(_ context.Context, r *agentapi.UpdateContainerRequest) (*agentapi.Empty, error) {
+	a.record("UpdateContainer")
+	a.mu.Lock()
+	a.resource[r.ContainerId] = r.Resources
+	a.mu.Unlock()
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) StatsContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.StatsContainerResponse, error) {
+	a.record("StatsContainer")
+	if _, err := a.get(r.ContainerId, ""); err != nil {
+		return nil, err
+	}
+	return &agentapi.StatsContainerResponse{
+		Cpu:    &agentapi.CpuStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
+		Memory: &agentapi.MemoryStats{Usage: 4 << 20, UsageLimit: 64 << 20, Anon: 1 << 20, OomKill: 1},
+		Pids:   &agentapi.PidsStats{Current: 2, Limit: 100},
+	}, nil
+}
+
+func (a *Agent) ListProcesses(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.ListProcessesResponse, error) {
+	a.record("ListProcesses")
+	if _, err := a.get(r.ContainerId, ""); err != nil {
+		return nil, err
+	}
+	return &agentapi.ListProcessesResponse{Pids: []uint32{1, 7}}, nil
+}
+
+func (a *Agent) ExecProcess(_ context.Context, r *agentapi.ExecProcessRequest) (*agentapi.ExecProcessResponse, error) {
+	a.record("ExecProcess")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	var sp specs.Process
+	if err := json.Unmarshal(r.Process, &sp); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "process: %v", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.add(r.ContainerId, r.ExecId, sp.Args)
+	a.start(p)
+	return &agentapi.ExecProcessResponse{Pid: 42}, nil
+}
+
+func (a *Agent) SignalProcess(_ context.Context, r *agentapi.SignalProcessRequest) (*agentapi.Empty, error) {
+	a.record(fmt.Sprintf("SignalProcess %s/%s %d all=%v", r.ContainerId, r.ExecId, r.Signal, r.All))
+	p, err := a.get(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-p.exited:
+	default:
+		p.status = 128 + int32(r.Signal)
+		close(p.exited)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+func (a *Agent) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.WaitProcessResponse, error) {
+	p, err := a.get(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.exited:
+	case <-a.closed:
+		return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return &agentapi.WaitProcessResponse{Status: p.status, ExitedAtUnixNs: time.Now().UnixNano()}, nil
+}
+
+func (a *Agent) WriteStdin(_ context.Context, r *agentapi.WriteStreamRequest) (*agentapi.WriteStreamResponse, error) {
+	if _, err := a.get(r.ContainerId, r.ExecId); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.stdin[key(r.ContainerId, r.ExecId)] = append(a.stdin[key(r.ContainerId, r.ExecId)], r.Data...)
+	a.mu.Unlock()
+	return &agentapi.WriteStreamResponse{Len: uint32(len(r.Data))}, nil
+}
+
+func (a *Agent) CloseStdin(_ context.Context, r *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	a.record("CloseStdin")
+	p, err := a.get(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	p.stdinEOF = true
+	a.mu.Unlock()
+	return &agentapi.Empty{}, nil
+}
+
+// readStream serves the scripted output once the process started, then
+// EOF once it exited, as pipes would.
+func (a *Agent) readStream(ctx context.Context, r *agentapi.ReadStreamRequest, stderr bool) (*agentapi.ReadStreamResponse, error) {
+	p, err := a.get(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		a.mu.Lock()
+		started := p.started
+		if started {
+			data, sent := p.b.Stdout, &p.outSent
+			if stderr {
+				data, sent = p.b.Stderr, &p.errSent
+			}
+			if !*sent && data != "" {
+				*sent = true
+				a.mu.Unlock()
+				return &agentapi.ReadStreamResponse{Data: []byte(data)}, nil
+			}
+		}
+		a.mu.Unlock()
+		if started {
+			break
+		}
+		select {
+		case <-p.exited: // killed before start: EOF
+			return &agentapi.ReadStreamResponse{}, nil
+		case <-a.closed:
+			return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	select {
+	case <-p.exited:
+		return &agentapi.ReadStreamResponse{}, nil
+	case <-a.closed:
+		return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (a *Agent) ReadStdout(ctx context.Context, r *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error) {
+	return a.readStream(ctx, r, false)
+}
+
+func (a *Agent) ReadStderr(ctx context.Context, r *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error) {
+	return a.readStream(ctx, r, true)
+}
+
+func (a *Agent) TtyWinResize(_ context.Context, r *agentapi.TtyWinResizeRequest) (*agentapi.Empty, error) {
+	a.record(fmt.Sprintf("TtyWinResize %dx%d", r.Columns, r.Rows))
+	return &agentapi.Empty{}, a.dead()
+}
+
+func (a *Agent) GetOOMEvent(ctx context.Context, _ *agentapi.Empty) (*agentapi.OOMEvent, error) {
+	select {
+	case id := <-a.oom:
+		return &agentapi.OOMEvent{ContainerId: id}, nil
+	case <-a.closed:
+		return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (a *Agent) UpdateInterface(_ context.Context, r *agentapi.UpdateInterfaceRequest) (*agentapi.Interface, error) {
+	return r.Interface, a.dead()
+}
+
+func (a *Agent) UpdateRoutes(context.Context, *agentapi.UpdateRoutesRequest) (*agentapi.Empty, error) {
+	return &agentapi.Empty{}, a.dead()
+}

@@ -1,0 +1,133 @@
+package sandboxtest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/containerd/mount"
+
+	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/sandbox"
+)
+
+// Hypervisor is a VM that starts at once and ends when told (or killed).
+type Hypervisor struct {
+	Cfg hypervisor.Config
+	// StartErr, if set, fails Start.
+	StartErr error
+
+	// mu guards devices, started and stopped.
+	mu      sync.Mutex
+	devices []hypervisor.Device
+	started bool
+	stopped bool
+	exited  chan struct{}
+	once    sync.Once
+}
+
+var _ hypervisor.Hypervisor = (*Hypervisor)(nil)
+
+func (h *Hypervisor) AddDevice(d hypervisor.Device) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.devices = append(h.devices, d)
+	return nil
+}
+
+// Devices are the devices added.
+func (h *Hypervisor) Devices() []hypervisor.Device {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]hypervisor.Device(nil), h.devices...)
+}
+
+func (h *Hypervisor) Start(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.StartErr != nil {
+		return h.StartErr
+	}
+	h.started = true
+	return os.WriteFile(h.ConsoleLog(), []byte("fake console\n"), 0o600)
+}
+
+func (h *Hypervisor) Stop(context.Context) error {
+	h.mu.Lock()
+	h.stopped = true
+	h.mu.Unlock()
+	h.Kill()
+	return nil
+}
+
+// Stopped reports whether Stop was called.
+func (h *Hypervisor) Stopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped
+}
+
+// Kill makes the VM exit as if its process died.
+func (h *Hypervisor) Kill() { h.once.Do(func() { close(h.exited) }) }
+
+func (h *Hypervisor) Exited() <-chan struct{} { return h.exited }
+func (h *Hypervisor) ExitErr() error          { return errors.New("fake VM killed") }
+func (h *Hypervisor) Pids() []int             { return nil }
+func (h *Hypervisor) AgentAddress() hypervisor.AgentAddress {
+	return hypervisor.AgentAddress{Transport: hypervisor.TransportSerial, Path: filepath.Join(h.Cfg.StateDir, "agent.sock")}
+}
+func (h *Hypervisor) Capabilities() hypervisor.Capabilities { return hypervisor.Capabilities{VirtioFS: true} }
+func (h *Hypervisor) ConsoleLog() string                    { return filepath.Join(h.Cfg.StateDir, "console.log") }
+
+// HostFS records mounts instead of making them.
+type HostFS struct {
+	// mu guards binds.
+	mu    sync.Mutex
+	binds []string
+}
+
+var _ sandbox.HostFS = (*HostFS)(nil)
+
+func (f *HostFS) MountAll(mounts []mount.Mount, target string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.binds = append(f.binds, "rootfs:"+target)
+	return nil
+}
+
+func (f *HostFS) Bind(source, target string, ro bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.binds = append(f.binds, source+"->"+target)
+	return nil
+}
+
+// Mounts lists what was mounted.
+func (f *HostFS) Mounts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.binds...)
+}
+
+// Env bundles the fakes of one sandbox.
+type Env struct {
+	Agent *Agent
+	VM    *Hypervisor
+	FS    *HostFS
+}
+
+// Deps returns sandbox dependencies backed by fresh fakes; env.VM is set
+// once the sandbox creates its VM.
+func Deps(script func([]string) Behavior) (sandbox.Deps, *Env) {
+	env := &Env{Agent: NewAgent(script), FS: &HostFS{}}
+	return sandbox.Deps{
+		NewHypervisor: func(c hypervisor.Config) (hypervisor.Hypervisor, error) {
+			env.VM = &Hypervisor{Cfg: c, exited: make(chan struct{})}
+			return env.VM, nil
+		},
+		DialAgent: func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return env.Agent, nil },
+		HostFS:    env.FS,
+	}, env
+}

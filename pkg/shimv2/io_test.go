@@ -1,0 +1,127 @@
+package shimv2
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+)
+
+func TestStdinFifoForwardedThenClosed(t *testing.T) {
+	h := newHarness(t, runs)
+	fifo := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// containerd holds the write end open before it asks for the task.
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := h.bundle("c", nil, "sleep")
+	if _, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: b, Stdin: fifo}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("c", "")
+	if _, err := w.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, closed := h.env.Agent.Stdin("c", "")
+		if closed {
+			t.Fatal("stdin closed while the writer was still open")
+		}
+		if got == "ping" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent stdin %q; want ping", got)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	w.Close() // the writer goes away: EOF, which closes the process's stdin
+	for {
+		got, closed := h.env.Agent.Stdin("c", "")
+		if got == "ping" && closed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent stdin %q closed=%v; want ping, closed", got, closed)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// containerd may send CloseIO before Start; it must neither block nor be lost.
+func TestCloseIOBeforeStart(t *testing.T) {
+	h := newHarness(t, runs)
+	fifo := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.create("c", "sleep")
+	h.start("c", "")
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("sleep"), Stdin: fifo}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.s.CloseIO(h.ctx, &taskAPI.CloseIORequest{ID: "c", ExecID: "e", Stdin: true})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("CloseIO before Start blocked")
+	}
+	h.start("c", "e")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, closed := h.env.Agent.Stdin("c", "e"); closed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stdin was never closed after an early CloseIO")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestResizePty(t *testing.T) {
+	h := newHarness(t, runs)
+	b := h.bundle("c", nil, "sleep")
+	if _, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: b, Terminal: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("c", "")
+	if _, err := h.s.ResizePty(h.ctx, &taskAPI.ResizePtyRequest{ID: "c", Width: 120, Height: 50}); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range h.env.Agent.Calls() {
+		found = found || c == "TtyWinResize 120x50"
+	}
+	if !found {
+		t.Fatalf("no resize reached the agent: %v", h.env.Agent.Calls())
+	}
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "plain", Spec: execSpec("sleep")}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("c", "plain")
+	if _, err := h.s.ResizePty(h.ctx, &taskAPI.ResizePtyRequest{ID: "c", ExecID: "plain", Width: 1, Height: 1}); err == nil || !strings.Contains(err.Error(), "terminal") {
+		t.Fatalf("resize without a terminal: %v", err)
+	}
+}

@@ -1,0 +1,52 @@
+package shimv2
+
+import (
+	"strings"
+	"testing"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+)
+
+func TestKillRunningReportsSignal(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	h.start("c", "")
+	if _, err := h.s.Kill(h.ctx, &taskAPI.KillRequest{ID: "c", Signal: 15}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.wait("c", ""); got != 143 {
+		t.Fatalf("status %d after SIGTERM, want 143", got)
+	}
+	// Signalling an exited process is not an error (CRI stop races).
+	if _, err := h.s.Kill(h.ctx, &taskAPI.KillRequest{ID: "c", Signal: 9}); err != nil {
+		t.Fatalf("kill after exit: %v", err)
+	}
+}
+
+func TestKillAllIsForwarded(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	h.start("c", "")
+	if _, err := h.s.Kill(h.ctx, &taskAPI.KillRequest{ID: "c", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range h.env.Agent.Calls() {
+		found = found || strings.HasSuffix(c, "c/ 9 all=true")
+	}
+	if !found {
+		t.Fatalf("no SignalProcess with all=true in %v", h.env.Agent.Calls())
+	}
+}
+
+func TestKillCreatedTaskPublishesExit(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	if _, err := h.s.Kill(h.ctx, &taskAPI.KillRequest{ID: "c", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.event(topicExit).(*eventstypes.TaskExit); ev.ExitStatus != 137 {
+		t.Fatalf("TaskExit %+v, want status 137", ev)
+	}
+}

@@ -1,0 +1,28 @@
+package shimv2
+
+import (
+	"encoding/json"
+	"testing"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+func TestUpdateForwardsResources(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	h.start("c", "")
+	limit := int64(64 << 20)
+	b, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	if _, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c", Resources: &anypb.Any{Value: b}}); err != nil {
+		t.Fatal(err)
+	}
+	var got specs.LinuxResources
+	if err := json.Unmarshal(h.env.Agent.Resources("c"), &got); err != nil || got.Memory == nil || *got.Memory.Limit != limit {
+		t.Fatalf("agent got %s (%v)", h.env.Agent.Resources("c"), err)
+	}
+	if _, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c"}); err == nil {
+		t.Fatal("update without resources accepted")
+	}
+}
