@@ -3,8 +3,8 @@ package shimv2
 import (
 	"testing"
 
-	tasktypes "github.com/containerd/containerd/api/types/task"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 )
 
 func (h *harness) status(id string) tasktypes.Status {

@@ -115,7 +115,7 @@ func (a *Agent) Die() {
 }
 
 func (a *Agent) Closed() <-chan struct{} { return a.closed }
-func (a *Agent) Close() error           { a.Die(); return nil }
+func (a *Agent) Close() error            { a.Die(); return nil }
 
 func (a *Agent) dead() error {
 	select {

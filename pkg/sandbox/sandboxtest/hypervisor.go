@@ -78,8 +78,10 @@ func (h *Hypervisor) Pids() []int             { return nil }
 func (h *Hypervisor) AgentAddress() hypervisor.AgentAddress {
 	return hypervisor.AgentAddress{Transport: hypervisor.TransportSerial, Path: filepath.Join(h.Cfg.StateDir, "agent.sock")}
 }
-func (h *Hypervisor) Capabilities() hypervisor.Capabilities { return hypervisor.Capabilities{VirtioFS: true} }
-func (h *Hypervisor) ConsoleLog() string                    { return filepath.Join(h.Cfg.StateDir, "console.log") }
+func (h *Hypervisor) Capabilities() hypervisor.Capabilities {
+	return hypervisor.Capabilities{VirtioFS: true}
+}
+func (h *Hypervisor) ConsoleLog() string { return filepath.Join(h.Cfg.StateDir, "console.log") }
 
 // HostFS records mounts instead of making them.
 type HostFS struct {
