@@ -38,7 +38,7 @@ func CheckSpec(s *specs.Spec) error {
 	if s == nil {
 		return fmt.Errorf("OCI spec: missing")
 	}
-	if s.Process == nil || len(s.Process.Args) == 0 {
+	if s.Process == nil || len(s.Process.Args) == 0 || s.Process.Args[0] == "" {
 		return fmt.Errorf("OCI spec: process.args is empty")
 	}
 	if s.Process.Cwd == "" || s.Process.Cwd[0] != '/' {

@@ -11,7 +11,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // repoRoot is the checkout this test file lives in.
 func repoRoot() string {

@@ -1,0 +1,184 @@
+package sandbox_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.uber.org/goleak"
+
+	"github.com/kata-go/kata-go/pkg/config"
+	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/sandbox"
+	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func spec(args ...string) *specs.Spec {
+	return &specs.Spec{
+		Process: &specs.Process{Args: args, Cwd: "/"},
+		Root:    &specs.Root{Path: "rootfs"},
+		Linux:   &specs.Linux{},
+	}
+}
+
+func start(t *testing.T, s *specs.Spec, deps sandbox.Deps) (*sandbox.Sandbox, string, error) {
+	t.Helper()
+	dir := sandbox.StateDir(t.TempDir(), "/run/containerd/io.containerd.runtime.v2.task/k8s.io/"+strings.Repeat("f", 64))
+	sb, err := sandbox.Start(context.Background(), sandbox.Options{ID: "sb", StateDir: dir, Config: config.Default(), Spec: s, Deps: deps})
+	if err == nil {
+		t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+	}
+	return sb, dir, err
+}
+
+func TestStateDirFitsSocketPaths(t *testing.T) {
+	long := "/run/containerd/io.containerd.runtime.v2.task/k8s.io/" + strings.Repeat("a", 64)
+	d := sandbox.StateDir("/run/kata-go", long)
+	if len(filepath.Join(d, "virtiofsd-0.sock")) > 100 {
+		t.Fatalf("state dir %s is too long for unix sockets", d)
+	}
+	if d != sandbox.StateDir("/run/kata-go", long+"/") || d == sandbox.StateDir("/run/kata-go", long+"b") {
+		t.Fatal("state dir is not a stable function of the bundle path")
+	}
+}
+
+func TestVMSizeFollowsLimits(t *testing.T) {
+	deps, env := sandboxtest.Deps(nil)
+	s := spec("true")
+	quota, period, mem := int64(150000), uint64(100000), int64(256<<20)
+	s.Linux.Resources = &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}, Memory: &specs.LinuxMemory{Limit: &mem}}
+	if _, _, err := start(t, s, deps); err != nil {
+		t.Fatal(err)
+	}
+	if env.VM.Cfg.VCPUs != 1+2 || env.VM.Cfg.MemoryMiB != 512+256 {
+		t.Fatalf("VM got %d vCPUs and %d MiB; want 3 and 768", env.VM.Cfg.VCPUs, env.VM.Cfg.MemoryMiB)
+	}
+}
+
+func TestHugeMemoryIsRefused(t *testing.T) {
+	deps, env := sandboxtest.Deps(nil)
+	s := spec("true")
+	mem := int64(1 << 50)
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &mem}}
+	_, _, err := start(t, s, deps)
+	if err == nil || !strings.Contains(err.Error(), "more than the host has") {
+		t.Fatalf("start: %v", err)
+	}
+	if env.VM != nil {
+		t.Fatal("a VM was created")
+	}
+}
+
+func TestAnnotationCannotSwapTheKernel(t *testing.T) {
+	deps, _ := sandboxtest.Deps(nil)
+	s := spec("true")
+	s.Annotations = map[string]string{config.AnnotationPrefix + "hypervisor.kernel": "/tmp/evil"}
+	if _, _, err := start(t, s, deps); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("start: %v", err)
+	}
+}
+
+func TestFailedStartLeavesNothing(t *testing.T) {
+	deps, _ := sandboxtest.Deps(nil)
+	inner := deps.NewHypervisor
+	deps.NewHypervisor = func(c hypervisor.Config) (hypervisor.Hypervisor, error) {
+		h, err := inner(c)
+		h.(*sandboxtest.Hypervisor).StartErr = errors.New("no qemu here")
+		return h, err
+	}
+	_, dir, err := start(t, spec("true"), deps)
+	if err == nil || !strings.Contains(err.Error(), "no qemu here") {
+		t.Fatalf("start: %v", err)
+	}
+	if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+		t.Fatalf("state dir %s left after a failed start", dir)
+	}
+}
+
+func TestVolumesShareOnlyTheirPaths(t *testing.T) {
+	deps, env := sandboxtest.Deps(nil)
+	sb, _, err := start(t, spec("true"), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	vol := filepath.Join(host, "data")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(host, "link")
+	if err := os.Symlink("/", link); err != nil {
+		t.Fatal(err)
+	}
+	bundle := t.TempDir()
+	s := spec("true")
+	s.Mounts = []specs.Mount{{Destination: "/evil", Type: "bind", Source: link, Options: []string{"rbind"}}}
+	if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: "c1", Bundle: bundle, Spec: s}); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("a symlinked volume source was accepted: %v", err)
+	}
+	s.Mounts = []specs.Mount{{Destination: "/data", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}}}
+	if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: "c2", Bundle: bundle, Spec: s}); err != nil {
+		t.Fatal(err)
+	}
+	var sawVol bool
+	for _, m := range env.FS.Mounts() {
+		if strings.HasPrefix(m, link) {
+			t.Fatalf("symlink source was mounted: %s", m)
+		}
+		sawVol = sawVol || strings.HasPrefix(m, vol+"->")
+	}
+	if !sawVol {
+		t.Fatalf("volume not shared: %v", env.FS.Mounts())
+	}
+}
+
+func TestBadContainerIDs(t *testing.T) {
+	deps, _ := sandboxtest.Deps(nil)
+	sb, _, err := start(t, spec("true"), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "../x", "a/b", strings.Repeat("x", 200)} {
+		if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: id, Bundle: t.TempDir(), Spec: spec("true")}); err == nil {
+			t.Errorf("id %q accepted", id)
+		}
+	}
+}
+
+func TestSpecErrorsNameTheField(t *testing.T) {
+	cases := []struct {
+		s    *specs.Spec
+		want string
+	}{
+		{nil, "missing"},
+		{&specs.Spec{Process: &specs.Process{Cwd: "/"}, Linux: &specs.Linux{}}, "process.args"},
+		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "tmp"}, Linux: &specs.Linux{}}, "process.cwd"},
+		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}}, "linux"},
+		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}, Linux: &specs.Linux{}, Mounts: []specs.Mount{{Destination: "rel"}}}, "mount destination"},
+	}
+	for _, c := range cases {
+		if err := sandbox.CheckSpec(c.s); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CheckSpec: %v, want an error naming %q", err, c.want)
+		}
+	}
+}
+
+func FuzzCheckSpecAndGuestPaths(f *testing.F) {
+	f.Add("c1", "/", "sh", "/data")
+	f.Add("x", "tmp", "", "rel")
+	f.Fuzz(func(t *testing.T, id, cwd, arg, dest string) {
+		s := &specs.Spec{Process: &specs.Process{Args: []string{arg}, Cwd: cwd}, Linux: &specs.Linux{}, Mounts: []specs.Mount{{Destination: dest, Type: "tmpfs"}}}
+		if err := sandbox.CheckSpec(s); err != nil {
+			return
+		}
+		if !strings.HasPrefix(cwd, "/") || !strings.HasPrefix(dest, "/") {
+			t.Fatalf("accepted relative path cwd=%q dest=%q", cwd, dest)
+		}
+	})
+}
