@@ -2,8 +2,10 @@ package agentclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -37,7 +39,10 @@ func Dial(ctx context.Context, a Address) (*Client, error) {
 		if err == nil {
 			return c, nil
 		}
-		last = err
+		// An attempt cut short by the deadline says less than the one before it.
+		if last == nil || (ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded)) {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("agent at %s did not answer (%d attempts): %w", a, attempt, last)
