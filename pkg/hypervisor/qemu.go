@@ -198,7 +198,7 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 			q.mu.Lock()
 			q.qmp = m
 			q.mu.Unlock()
-			return nil
+			return q.restrictSockets()
 		}
 		select {
 		case <-exited:
@@ -276,4 +276,17 @@ func (q *QEMU) killAll() {
 		<-q.exited
 	}
 	q.killDaemons()
+}
+
+// restrictSockets makes the VM's control sockets owner-only: the agent
+// channel and QMP must be reachable only by the shim (the state directory
+// is 0700 as well, this guards against a looser one).
+func (q *QEMU) restrictSockets() error {
+	socks, _ := filepath.Glob(filepath.Join(q.cfg.StateDir, "*.sock"))
+	for _, s := range socks {
+		if err := os.Chmod(s, 0o600); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("restrict %s: %w", s, err)
+		}
+	}
+	return nil
 }

@@ -241,11 +241,14 @@ func (s *Sandbox) watch() {
 	s.mu.Lock()
 	stopped := s.stopped
 	s.mu.Unlock()
-	if !stopped {
-		s.log.Error("sandbox died", "err", why)
-	}
 	s.deadErr = why
 	close(s.dead)
+	if !stopped {
+		s.log.Error("sandbox died", "err", why)
+		// Free the VM's helpers at once; the containers' mounts go when
+		// containerd deletes the tasks (each exits with VMDiedStatus now).
+		_ = s.vm.Stop(context.Background())
+	}
 }
 
 // Dead is closed when the VM or its agent is gone.

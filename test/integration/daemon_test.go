@@ -219,6 +219,37 @@ func (d *daemon) assertClean(t *testing.T) {
 	}
 }
 
+// restart stops containerd (not its shims) and starts it again on the same
+// root, state and socket.
+func (d *daemon) restart(t *testing.T) {
+	t.Helper()
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+	cmd := exec.Command(d.cmd.Path, d.cmd.Args[1:]...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = d.cmd.Env, d.log, d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = cmd
+	d.done = make(chan error, 1)
+	go func() { d.done <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, _, err := d.ctr("version"); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not come back: %s", tail(d.log.String(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (d *daemon) stop(t *testing.T) {
 	if d.cmd.Process != nil {
 		_ = d.cmd.Process.Signal(os.Interrupt)
