@@ -18,7 +18,7 @@ import (
 // TestCtr drives the shim with the real ctr against each containerd.
 func TestCtr(t *testing.T) {
 	for _, spec := range daemons() {
-		t.Run(spec.name, func(t *testing.T) {
+		t.Run(spec.Name, func(t *testing.T) {
 			d := startDaemon(t, spec)
 			for _, sc := range ctrScenarios {
 				t.Run(sc.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
 // TestFaults: VM death, guest panic, containerd restart, bad input, no
@@ -38,18 +40,11 @@ func TestFaults(t *testing.T) {
 // pidOf finds one process of this daemon whose command line has all words.
 func (d *daemon) pidOf(t *testing.T, words ...string) int {
 	t.Helper()
-	for _, p := range append(processesMatching(d.stateRoot), processesMatching(d.sock)...) {
-		ok := true
-		for _, w := range words {
-			ok = ok && strings.Contains(p, w)
-		}
-		if ok {
-			pid, _ := strconv.Atoi(strings.SplitN(p, ":", 2)[0])
-			return pid
-		}
+	pids := append(ctrenv.Pids(d.stateRoot, words...), ctrenv.Pids(d.sock, words...)...)
+	if len(pids) == 0 {
+		t.Fatalf("no process with %v", words)
 	}
-	t.Fatalf("no process with %v", words)
-	return 0
+	return pids[0]
 }
 
 func testVMKilled(t *testing.T, d *daemon) {

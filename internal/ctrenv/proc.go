@@ -1,0 +1,84 @@
+package ctrenv
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ProcessesMatching lists "pid: cmdline" of processes whose command line
+// contains marker (this process excluded).
+func ProcessesMatching(marker string) []string {
+	var out []string
+	self := strconv.Itoa(os.Getpid())
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid := filepath.Base(d)
+		if pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, marker) {
+			out = append(out, pid+": "+cmd)
+		}
+	}
+	return out
+}
+
+// Pids are the pids of ProcessesMatching(marker) whose line has every word.
+func Pids(marker string, words ...string) []int {
+	var pids []int
+	for _, p := range ProcessesMatching(marker) {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(p, w)
+		}
+		if ok {
+			pid, _ := strconv.Atoi(strings.SplitN(p, ":", 2)[0])
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// MountsUnder lists mount points below prefix.
+func MountsUnder(prefix string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], prefix) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// PSS is the proportional set size of pid in bytes (smaps_rollup), 0 if gone.
+func PSS(pid int) int64 {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "Pss:" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
