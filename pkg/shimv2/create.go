@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
@@ -75,7 +76,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				_ = sb.Stop(context.Background())
 			}
 		}()
-		s.logPhases(sb)
 	}
 	io := sandbox.IO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	var mounts []mount.Mount
@@ -87,6 +87,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
 	t := newTask(r.ID, r.Bundle, owner, c, io)
+	t.created = time.Now()
 	s.mu.Lock()
 	s.tasks[r.ID] = t
 	if owner {
@@ -122,12 +123,4 @@ func podOf(id string, s *specs.Spec) (sandboxID string, joins bool) {
 		return s.Annotations[annSandboxID], true
 	}
 	return id, false
-}
-
-func (s *service) logPhases(sb *sandbox.Sandbox) {
-	p := sb.Phases
-	s.log.Info("sandbox started",
-		"phase_vmm_spawned_ms", p.VMMSpawned.Sub(p.Begin).Milliseconds(),
-		"phase_agent_ready_ms", p.AgentReady.Sub(p.Begin).Milliseconds(),
-		"guest_agent_uptime_ms", p.GuestAgentUptime.Milliseconds())
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
@@ -25,6 +26,7 @@ type service struct {
 	events   *eventQueue
 	log      *slog.Logger
 	deps     sandbox.Deps
+	started  time.Time // when this shim server started, for boot phases
 
 	// mu guards sb, sandboxID and tasks. It is never held across a call
 	// into the VM or agent: a slow or dead VM must not stall other RPCs.
@@ -47,6 +49,7 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		events:   newEventQueue(ctx, publisher),
 		log:      slog.New(logrusHandler{entry: log.G(ctx)}),
 		deps:     deps,
+		started:  time.Now(),
 		tasks:    map[string]*task{},
 	}
 	sd.RegisterCallback(func(context.Context) error {

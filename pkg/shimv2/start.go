@@ -2,6 +2,7 @@ package shimv2
 
 import (
 	"context"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
@@ -24,6 +25,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		if err := t.c.Start(ctx); err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 		}
+		t.started = time.Now()
 		s.events.publish(topicStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: p.Pid()})
 	} else {
 		if err := t.c.StartExec(ctx, p); err != nil {
