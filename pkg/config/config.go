@@ -41,6 +41,7 @@ type Hypervisor struct {
 	MemoryMiB     int      `toml:"memory_mib"`
 	SharedFS      string   `toml:"shared_fs"`
 	TCGTBSizeMiB  int      `toml:"tcg_tb_size_mib"`
+	CPUModel      string   `toml:"cpu_model"`
 	// EnableAnnotations lists annotation keys (without prefix) that pods may
 	// use to override these settings; nothing is allowed by default.
 	EnableAnnotations []string `toml:"enable_annotations"`

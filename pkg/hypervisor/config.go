@@ -32,6 +32,8 @@ type Config struct {
 	StateDir string
 	// TBSizeMiB is TCG's translation cache size; 0 keeps QEMU's default.
 	TBSizeMiB int
+	// CPUModel overrides the vCPU model ("" : host under KVM, max under TCG).
+	CPUModel string
 	// Debug keeps the guest kernel verbose on the console.
 	Debug  bool
 	Logger *slog.Logger

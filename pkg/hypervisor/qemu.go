@@ -126,9 +126,16 @@ func (q *QEMU) Start(ctx context.Context) error {
 	}
 	q.log.Info("accelerator chosen", "accel", accel, "reason", why)
 	l := &launch{cfg: &q.cfg, accel: accel, tscKHz: hostTSCkHz(), devices: devices, vsockCID: q.vsockCID()}
-	l.cpu = "max"
+	// Under TCG every guest instruction is translated: Nehalem (x86-64-v2,
+	// what current distributions require) avoids the AVX paths that "max"
+	// makes Go and libc take, which TCG emulates slowly. Measured here: exec
+	// latency 137 -> 98 ms, VM boot 935 -> 884 ms.
+	l.cpu = "Nehalem"
 	if accel == AccelKVM {
 		l.cpu = "host"
+	}
+	if q.cfg.CPUModel != "" {
+		l.cpu = q.cfg.CPUModel
 	}
 	if err := q.startDaemons(ctx, devices); err != nil {
 		q.killAll()

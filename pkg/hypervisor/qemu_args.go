@@ -34,8 +34,13 @@ func (l *launch) kernelParams() string {
 	if !l.cfg.Debug {
 		p = append(p, "quiet")
 	}
-	if l.accel == AccelTCG && l.tscKHz > 0 {
-		p = append(p, "tsc_early_khz="+strconv.Itoa(l.tscKHz))
+	if l.accel == AccelTCG {
+		if l.tscKHz > 0 {
+			p = append(p, "tsc_early_khz="+strconv.Itoa(l.tscKHz))
+		}
+		// The emulated LAPIC timer's calibration costs ~0.2 s of boot under
+		// TCG (935 -> 744 ms measured); the PIT serves instead. Never under KVM.
+		p = append(p, "noapictimer")
 	}
 	return strings.Join(append(p, l.cfg.KernelParams...), " ")
 }

@@ -113,7 +113,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		QEMUPath: h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
 		KernelParams: h.KernelParams, MachineType: h.MachineType,
 		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
-		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB,
+		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,
 		Debug: cfg.Runtime.Debug, Logger: o.Logger,
 	})
 	if err != nil {
