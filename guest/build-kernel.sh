@@ -9,7 +9,7 @@ cache=${KATA_GO_CACHE:-/var/cache/kata-go}
 src_tar=/usr/src/linux-source-6.1.tar.xz
 [ -r "$src_tar" ] || { echo "build-kernel: $src_tar missing (apt-get install linux-source-6.1)" >&2; exit 1; }
 
-key=$( { sha256sum "$src_tar" | cut -d' ' -f1; cat "$here/kernel/kata-go.config" "$0"; } | sha256sum | cut -c1-16)
+key=$( { sha256sum "$src_tar" | cut -d' ' -f1; cat "$here/kernel/kata-go.config" "$0" "$here"/kernel/patches/*.patch; } | sha256sum | cut -c1-16)
 dst=$cache/kernel-$key
 mkdir -p "$out"
 if [ -f "$dst/vmlinux" ]; then
@@ -23,6 +23,9 @@ work=$cache/kernel-build-$key
 rm -rf "$work"; mkdir -p "$work"
 tar -C "$work" -xf "$src_tar"
 cd "$work/linux-source-6.1"
+for p in "$here"/kernel/patches/*.patch; do
+	patch -s -p1 < "$p"
+done
 make -s ARCH=x86_64 tinyconfig
 ./scripts/kconfig/merge_config.sh -m .config "$here/kernel/kata-go.config" >/dev/null
 make -s ARCH=x86_64 olddefconfig
