@@ -14,7 +14,7 @@ func (s *service) CreateContainer(ctx context.Context, r *agentapi.CreateContain
 	if err := checkID("container", r.ContainerId); err != nil {
 		return nil, errf(codes.InvalidArgument, "%v", err)
 	}
-	spec, err := guestSpec(r.ContainerId, r.OciSpec)
+	spec, err := guestSpec(r.ContainerId, r.OciSpec, s.isContainerInit)
 	if err != nil {
 		return nil, errf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
 	}
@@ -170,4 +170,19 @@ func (s *service) GetOOMEvent(ctx context.Context, _ *agentapi.Empty) (*agentapi
 		return nil, errf(codes.Canceled, "wait for OOM event: %v", err)
 	}
 	return &agentapi.OOMEvent{ContainerId: id}, nil
+}
+
+// isContainerInit reports whether pid is the live init of a container here.
+func (s *service) isContainerInit(pid int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.containers {
+		if c == nil {
+			continue
+		}
+		if p := c.init(); p != nil && p.pid == pid && !p.hasExited() {
+			return true
+		}
+	}
+	return false
 }

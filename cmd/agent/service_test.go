@@ -194,7 +194,7 @@ func TestBadRequestsGetErrors(t *testing.T) {
 }
 
 func TestGuestSpecDropsHostResources(t *testing.T) {
-	s, err := guestSpec("c1", specJSON("true"))
+	s, err := guestSpec("c1", specJSON("true"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +206,25 @@ func TestGuestSpecDropsHostResources(t *testing.T) {
 			t.Fatalf("namespace kept: %+v", n)
 		}
 	}
-	if _, err := guestSpec("c1", []byte(`{"process":{"args":["x"],"cwd":"/"},"root":{"path":"rel"},"linux":{}}`)); err == nil || !strings.Contains(err.Error(), "root.path") {
+	if _, err := guestSpec("c1", []byte(`{"process":{"args":["x"],"cwd":"/"},"root":{"path":"rel"},"linux":{}}`), nil); err == nil || !strings.Contains(err.Error(), "root.path") {
 		t.Fatalf("relative root: %v", err)
+	}
+}
+
+func TestPodNamespacesJoinOnlyKnownInits(t *testing.T) {
+	raw := []byte(`{"process":{"args":["x"],"cwd":"/"},"root":{"path":"/r"},"linux":{"namespaces":[
+		{"type":"ipc","path":"/proc/42/ns/ipc"},{"type":"uts","path":"/proc/43/ns/uts"},
+		{"type":"mount","path":"/var/run/netns/x"},{"type":"pid"}]}}`)
+	s, err := guestSpec("c", raw, func(pid int) bool { return pid == 42 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[specs.LinuxNamespaceType]string{}
+	for _, n := range s.Linux.Namespaces {
+		got[n.Type] = n.Path
+	}
+	if got[specs.IPCNamespace] != "/proc/42/ns/ipc" || got[specs.UTSNamespace] != "" || got[specs.MountNamespace] != "" {
+		t.Fatalf("namespaces %v", got)
 	}
 }
 
@@ -255,7 +272,7 @@ func FuzzGuestSpec(f *testing.F) {
 		if checkID("container", id) != nil {
 			return
 		}
-		s, err := guestSpec(id, raw)
+		s, err := guestSpec(id, raw, func(pid int) bool { return pid == 42 })
 		if err != nil {
 			return
 		}
@@ -266,7 +283,7 @@ func FuzzGuestSpec(f *testing.F) {
 			t.Fatal("host hooks or cgroup path survived")
 		}
 		for _, n := range s.Linux.Namespaces {
-			if n.Path != "" || n.Type == specs.NetworkNamespace {
+			if n.Type == specs.NetworkNamespace || (n.Path != "" && !strings.HasPrefix(n.Path, "/proc/42/ns/")) {
 				t.Fatalf("namespace %v survived", n)
 			}
 		}

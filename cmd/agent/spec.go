@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -12,6 +13,18 @@ import (
 // cgroupParent is where every container's cgroup lives in the guest. The
 // host's cgroupsPath (often a systemd slice of the host) means nothing here.
 const cgroupParent = "/kata-go"
+
+var procNS = regexp.MustCompile(`^/proc/([0-9]{1,9})/ns/[a-z_]+$`)
+
+// procNSPid extracts PID from /proc/PID/ns/TYPE.
+func procNSPid(path string) (int, bool) {
+	m := procNS.FindStringSubmatch(path)
+	if m == nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(m[1])
+	return pid, err == nil && pid > 1
+}
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
@@ -26,7 +39,12 @@ func checkID(kind, id string) error {
 // things that name host resources (hooks, devices, labels, namespace paths,
 // the cgroup path) are dropped or replaced, and the network namespace is
 // removed because the VM itself is the pod's network sandbox.
-func guestSpec(id string, raw []byte) (*specs.Spec, error) {
+//
+// A namespace path of the form /proc/PID/ns/TYPE is kept when joinable says
+// PID is the init of a container in this guest: that is how the containers
+// of a pod (CRI) share the sandbox container's IPC and UTS namespaces, the
+// PID being the guest pid the runtime reported for the sandbox.
+func guestSpec(id string, raw []byte, joinable func(pid int) bool) (*specs.Spec, error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, fmt.Errorf("decode OCI spec: %w", err)
@@ -66,7 +84,9 @@ func guestSpec(id string, raw []byte) (*specs.Spec, error) {
 		if n.Type == specs.NetworkNamespace {
 			continue
 		}
-		n.Path = ""
+		if pid, ok := procNSPid(n.Path); !ok || joinable == nil || !joinable(pid) {
+			n.Path = ""
+		}
 		ns = append(ns, n)
 	}
 	s.Linux.Namespaces = ns

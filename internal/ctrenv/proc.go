@@ -82,3 +82,32 @@ func PSS(pid int) int64 {
 	}
 	return 0
 }
+
+// PSSExcept is pid's PSS in bytes without the mappings whose name contains
+// skip (e.g. the guest RAM's memfd), from /proc/PID/smaps.
+func PSSExcept(pid int, skip string) int64 {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var total int64
+	skipping := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			skipping = strings.Contains(line, skip)
+			continue
+		}
+		if fields[0] == "Pss:" && !skipping && len(fields) >= 2 {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			total += kb * 1024
+		}
+	}
+	return total
+}

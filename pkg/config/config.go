@@ -58,6 +58,8 @@ type Runtime struct {
 	Debug bool `toml:"debug"`
 	// StateRoot holds one directory per sandbox (sockets, console log, share).
 	StateRoot string `toml:"state_root"`
+	// NetworkModel joins a pod's veths to its VM: tcfilter, macvtap or none.
+	NetworkModel string `toml:"network_model"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -89,7 +91,7 @@ func Default() Config {
 			SharedFS:      "virtio-fs",
 		},
 		Agent:   Agent{Transport: "auto", DialTimeout: Duration{30 * time.Second}},
-		Runtime: Runtime{StateRoot: "/run/kata-go"},
+		Runtime: Runtime{StateRoot: "/run/kata-go", NetworkModel: "tcfilter"},
 	}
 }
 
@@ -185,6 +187,11 @@ func (c *Config) Validate() error {
 		if _, ok := annotationSetters[a]; !ok {
 			return fmt.Errorf("hypervisor.enable_annotations: unknown annotation %q", a)
 		}
+	}
+	switch c.Runtime.NetworkModel {
+	case "tcfilter", "macvtap", "none":
+	default:
+		return fmt.Errorf("runtime.network_model %q: want tcfilter, macvtap or none", c.Runtime.NetworkModel)
 	}
 	switch c.Agent.Transport {
 	case "auto", "serial", "vsock":

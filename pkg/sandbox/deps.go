@@ -6,6 +6,7 @@ import (
 	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/agentclient"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/network"
 )
 
 // Agent is the sandbox's view of the agent connection.
@@ -23,6 +24,8 @@ type Deps struct {
 	NewHypervisor func(hypervisor.Config) (hypervisor.Hypervisor, error)
 	DialAgent     func(context.Context, hypervisor.AgentAddress) (Agent, error)
 	HostFS        HostFS
+	// WireNetwork joins a pod network namespace to the VM.
+	WireNetwork func(netns string, model network.Model) (*network.Pod, error)
 }
 
 // DefaultDeps are QEMU and the ttrpc agent client.
@@ -30,6 +33,7 @@ func DefaultDeps() Deps {
 	return Deps{
 		NewHypervisor: func(c hypervisor.Config) (hypervisor.Hypervisor, error) { return hypervisor.NewQEMU(c) },
 		HostFS:        realFS{},
+		WireNetwork:   network.Wire,
 		DialAgent: func(ctx context.Context, a hypervisor.AgentAddress) (Agent, error) {
 			return agentclient.Dial(ctx, agentclient.Address{
 				Transport: agentclient.Transport(a.Transport), Path: a.Path, CID: a.CID, Port: a.Port,

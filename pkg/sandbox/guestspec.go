@@ -3,9 +3,12 @@ package sandbox
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
+
+var procNSPath = regexp.MustCompile(`^/proc/[0-9]+/ns/[a-z_]+$`)
 
 // guestSpec returns the spec the agent gets: the root and volumes point at
 // the share, and nothing names a host resource the guest cannot have.
@@ -26,8 +29,13 @@ func guestSpec(s *specs.Spec, id string, mounts []specs.Mount) ([]byte, error) {
 	// Hooks are host binaries; they run on the host or not at all.
 	g.Hooks = nil
 	if g.Linux != nil {
-		for i := range g.Linux.Namespaces {
-			g.Linux.Namespaces[i].Path = ""
+		// Host paths mean nothing in the guest; /proc/PID/ns/* of a pod's
+		// sandbox (PID being the guest pid we reported) is kept for the
+		// agent to check and join.
+		for i, n := range g.Linux.Namespaces {
+			if !procNSPath.MatchString(n.Path) {
+				g.Linux.Namespaces[i].Path = ""
+			}
 		}
 	}
 	return json.Marshal(&g)

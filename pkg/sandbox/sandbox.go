@@ -18,6 +18,7 @@ import (
 	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/network"
 )
 
 // Guest paths and tags the host and agent agree on.
@@ -49,6 +50,9 @@ type Sandbox struct {
 	agent    Agent
 	log      *slog.Logger
 	deps     Deps
+
+	// net is the pod's wired network namespace (nil: none).
+	net *network.Pod
 
 	// dead is closed once the VM or the agent connection is gone; deadErr
 	// says why and is written before the close.
@@ -122,9 +126,27 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err := vm.AddDevice(hypervisor.SharedDir{Tag: shareTag, HostPath: shared, Type: hypervisor.SharedFSType(h.SharedFS)}); err != nil {
 		return nil, err
 	}
+	netns := netnsOf(o.Spec)
+	pod, err := o.Deps.WireNetwork(netns, network.Model(cfg.Runtime.NetworkModel))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = pod.Close()
+		}
+	}()
+	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel}
+	for i, ep := range pod.Endpoints {
+		if err := vm.AddDevice(hypervisor.NetTap{ID: fmt.Sprintf("net%d", i), MAC: ep.MAC, FDs: []*os.File{ep.TapFile}}); err != nil {
+			return nil, err
+		}
+		state.Taps = append(state.Taps, ep.Tap)
+		state.Veths = append(state.Veths, ep.Veth)
+	}
 	s := &Sandbox{
 		ID: o.ID, stateDir: o.StateDir, shared: shared, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
-		dead: make(chan struct{}), containers: map[string]*Container{},
+		dead: make(chan struct{}), containers: map[string]*Container{}, net: pod,
 	}
 	s.Phases.Begin = begin
 	if err := vm.Start(ctx); err != nil {
@@ -136,11 +158,10 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			_ = vm.Stop(context.Background())
 		}
 	}()
-	refs := []processRef{}
 	for _, pid := range vm.Pids() {
-		refs = append(refs, refFor(pid))
+		state.Processes = append(state.Processes, refFor(pid))
 	}
-	if err := writeState(o.StateDir, diskState{SandboxID: o.ID, Processes: refs}); err != nil {
+	if err := writeState(o.StateDir, state); err != nil {
 		return nil, fmt.Errorf("write sandbox state: %w", err)
 	}
 	if err := s.connect(ctx); err != nil {
@@ -158,7 +179,53 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		s.agent.Close()
 		return nil, fmt.Errorf("agent: create sandbox: %w", err)
 	}
+	if err := s.configureGuestNetwork(ctx); err != nil {
+		s.agent.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// netnsOf is the network namespace path the spec asks the container to
+// join (CRI's pod namespace), "" if it makes its own or none.
+func netnsOf(s *specs.Spec) string {
+	if s == nil || s.Linux == nil {
+		return ""
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == specs.NetworkNamespace {
+			return n.Path
+		}
+	}
+	return ""
+}
+
+// configureGuestNetwork gives the guest NICs the pod's addresses and routes.
+func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
+	names := map[string]string{} // veth -> guest name
+	for _, ep := range s.net.Endpoints {
+		var addrs []*agentapi.IPAddress
+		for _, a := range ep.Addrs {
+			addrs = append(addrs, &agentapi.IPAddress{Address: a})
+		}
+		r, err := s.agent.UpdateInterface(ctx, &agentapi.UpdateInterfaceRequest{Interface: &agentapi.Interface{
+			HwAddr: ep.MAC, Mtu: uint32(ep.MTU), Addresses: addrs,
+		}})
+		if err != nil {
+			return fmt.Errorf("agent: configure interface %s (%s): %w", ep.Veth, ep.MAC, err)
+		}
+		names[ep.Veth] = r.Name
+	}
+	var routes []*agentapi.Route
+	for _, r := range s.net.Routes {
+		routes = append(routes, &agentapi.Route{Destination: r.Dest, Gateway: r.Gateway, Device: names[r.Device], Source: r.Source, Scope: uint32(r.Scope)})
+	}
+	if len(routes) > 0 {
+		if _, err := s.agent.UpdateRoutes(ctx, &agentapi.UpdateRoutesRequest{Routes: routes}); err != nil {
+			return fmt.Errorf("agent: routes: %w", err)
+		}
+	}
+	return nil
 }
 
 func guestFSDriver(sharedFS string) string {
@@ -275,6 +342,9 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	}
 	s.agent.Close()
 	err := s.vm.Stop(ctx)
+	if nerr := s.net.Close(); nerr != nil {
+		err = errors.Join(err, nerr)
+	}
 	if cerr := Cleanup(s.stateDir); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

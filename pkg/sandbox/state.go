@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kata-go/kata-go/pkg/network"
 )
 
 const stateFile = "sandbox.json"
@@ -31,6 +33,11 @@ func StateDir(root, sandboxBundle string) string {
 type diskState struct {
 	SandboxID string       `json:"sandbox_id"`
 	Processes []processRef `json:"processes"`
+	// NetNS and Taps let cleanup remove the taps the shim made.
+	NetNS        string   `json:"netns,omitempty"`
+	NetworkModel string   `json:"network_model,omitempty"`
+	Taps         []string `json:"taps,omitempty"`
+	Veths        []string `json:"veths,omitempty"`
 }
 
 // processRef names a host process; the start time guards against pid reuse.
@@ -164,6 +171,13 @@ func Cleanup(dir string) error {
 	if s, err := readState(dir); err == nil {
 		for _, p := range s.Processes {
 			killRef(p)
+		}
+		if len(s.Taps) > 0 {
+			pod := &network.Pod{NetNS: s.NetNS, Model: network.Model(s.NetworkModel)}
+			for i := range s.Taps {
+				pod.Endpoints = append(pod.Endpoints, network.Endpoint{Tap: s.Taps[i], Veth: s.Veths[i]})
+			}
+			_ = pod.Close() // the namespace may be gone already, taps with it
 		}
 	}
 	if err := unmountAll(dir); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/mount"
 
 	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/network"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
@@ -131,5 +132,8 @@ func Deps(script func([]string) Behavior) (sandbox.Deps, *Env) {
 		},
 		DialAgent: func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return env.Agent, nil },
 		HostFS:    env.FS,
+		WireNetwork: func(netns string, m network.Model) (*network.Pod, error) {
+			return &network.Pod{NetNS: netns, Model: network.None}, nil
+		},
 	}, env
 }

@@ -1,0 +1,82 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// netns runs `ip` inside (or on) namespaces the test owns.
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// podNetwork makes a pod namespace and a peer namespace joined by a veth
+// pair (10.199.0.2 in the pod, 10.199.0.1 in the peer), as CNI would.
+func podNetwork(t *testing.T) (pod, peer string) {
+	t.Helper()
+	need(t, "ip (iproute2)", "apt-get install iproute2", onPath("ip"))
+	suffix := fmt.Sprint(os.Getpid())
+	pod, peer = "kgo-pod-"+suffix, "kgo-peer-"+suffix
+	ip(t, "netns", "add", pod)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", pod).Run() })
+	ip(t, "netns", "add", peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", peer).Run() })
+	ip(t, "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "veth-peer", "netns", peer)
+	ip(t, "-n", pod, "addr", "add", "10.199.0.2/24", "dev", "eth0")
+	ip(t, "-n", pod, "link", "set", "eth0", "up")
+	ip(t, "-n", pod, "link", "set", "lo", "up")
+	ip(t, "-n", peer, "addr", "add", "10.199.0.1/24", "dev", "veth-peer")
+	ip(t, "-n", peer, "link", "set", "veth-peer", "up")
+	ip(t, "-n", pod, "route", "add", "default", "via", "10.199.0.1")
+	return pod, peer
+}
+
+// TestPodNetwork: a container in a VM joined to a CNI-style namespace
+// reaches the peer and is reachable from it; teardown removes the tap and
+// the filters. Only addresses in namespaces this test made are used.
+func TestPodNetwork(t *testing.T) {
+	d := startDaemon(t, daemons()[0])
+	pod, peer := podNetwork(t)
+	nsPath := "/var/run/netns/" + pod
+	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--with-ns", "network:"+nsPath, image, "net", "sleep", "1000"); err != nil {
+		t.Fatalf("run: %v %s", err, e)
+	}
+	d.waitStatus(t, "net", "RUNNING")
+	links := ip(t, "-n", pod, "link")
+	if !strings.Contains(links, "tap0_kata") {
+		t.Fatalf("no tap in the pod namespace:\n%s", links)
+	}
+	if f, err := exec.Command("tc", "-n", pod, "filter", "show", "dev", "eth0", "ingress").CombinedOutput(); err != nil || !strings.Contains(string(f), "mirred") {
+		t.Fatalf("no mirred redirect on eth0: %v\n%s", err, f)
+	}
+	out, e, err := d.ctr("task", "exec", "--exec-id", "ping", "net", "ping", "-c", "2", "-W", "10", "10.199.0.1")
+	if err != nil || !strings.Contains(out, "2 packets received") {
+		t.Fatalf("container -> peer: %v %s %s", err, out, e)
+	}
+	if o, err := exec.Command("ip", "netns", "exec", peer, "/bin/busybox", "ping", "-c", "2", "-W", "10", "10.199.0.2").CombinedOutput(); err != nil {
+		t.Fatalf("peer -> container: %v %s", err, o)
+	}
+	out, _, _ = d.ctr("task", "exec", "--exec-id", "addr", "net", "ip", "addr")
+	if !strings.Contains(out, "10.199.0.2/24") {
+		t.Fatalf("guest address:\n%s", out)
+	}
+	d.remove("net")
+	d.assertClean(t)
+	links = ip(t, "-n", pod, "link")
+	if strings.Contains(links, "tap0_kata") {
+		t.Fatalf("tap left after delete:\n%s", links)
+	}
+	if q, _ := exec.Command("tc", "-n", pod, "qdisc", "show", "dev", "eth0").CombinedOutput(); strings.Contains(string(q), "ingress") {
+		t.Fatalf("ingress qdisc left on eth0:\n%s", q)
+	}
+}
