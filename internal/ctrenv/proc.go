@@ -111,3 +111,31 @@ func PSSExcept(pid int, skip string) int64 {
 	}
 	return total
 }
+
+// LargestAnon is the PSS of pid's largest anonymous mapping (under TCG,
+// QEMU's translation cache), in bytes.
+func LargestAnon(pid int) int64 {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var best int64
+	anon := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			anon = len(fields) == 5 // no path: anonymous
+			continue
+		}
+		if anon && fields[0] == "Pss:" && len(fields) >= 2 {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			best = max(best, kb*1024)
+		}
+	}
+	return best
+}

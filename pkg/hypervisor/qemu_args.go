@@ -102,6 +102,9 @@ func (l *launch) args() []string {
 	if c.MachineType == "microvm" {
 		a = append(a, "-global", "virtio-mmio.force-legacy=off")
 	}
+	// Free page reporting: pages the guest frees (the unpacked initrd, exited
+	// containers) go back to the host instead of staying resident.
+	a = append(a, "-device", l.dev("virtio-balloon")+",free-page-reporting=on")
 	switch c.Transport {
 	case TransportVsock:
 		a = append(a, "-device", fmt.Sprintf("%s,guest-cid=%d", l.dev("vhost-vsock"), l.vsockCID))
