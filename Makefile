@@ -42,7 +42,7 @@ install: build guest
 	@if [ ! -e $(CONFDIR)/configuration.toml ]; then install -D -m 0644 config/configuration.toml $(CONFDIR)/configuration.toml; fi
 
 deps:
-	hack/install-deps.sh --with-containerd2
+	hack/install-deps.sh --test-tools
 
 # Everything: generated code and style, unit tests, then the integration
 # tier (root, QEMU, containerd 1.6 and 2.4).

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Installs what building and testing kata-go needs on Debian 12, and builds
-# containerd 2.4.2 from the Go module proxy for the integration tier (cached
-# under /var/cache/kata-go, so a second run costs nothing).
+# Installs what building and testing kata-go needs on Debian 12. With
+# --test-tools it also builds containerd 2.4.2 and crictl 1.37.0 from the Go
+# module proxy for the integration tier (cached under /var/cache/kata-go, so
+# a second run costs nothing).
 set -euo pipefail
 
 pkgs=(qemu-system-x86 qemu-utils containerd runc busybox-static linux-source-6.1
@@ -20,11 +21,17 @@ fi
 
 command -v go >/dev/null || { echo "install-deps: Go is required (https://go.dev/dl), found none on PATH" >&2; exit 1; }
 
-if [ "${1:-}" = "--with-containerd2" ]; then
+if [ "${1:-}" = "--test-tools" ]; then
 	dir=${KATA_GO_CONTAINERD2_DIR:-/var/cache/kata-go/containerd-v2.4.2}
 	if [ ! -x "$dir/containerd" ] || [ ! -x "$dir/ctr" ]; then
 		echo "install-deps: building containerd v2.4.2 into $dir (about 10 minutes cold)"
 		mkdir -p "$dir"
 		GOBIN=$dir go install github.com/containerd/containerd/v2/cmd/containerd@v2.4.2 github.com/containerd/containerd/v2/cmd/ctr@v2.4.2
+	fi
+	cri=/var/cache/kata-go/cri-tools
+	if [ ! -x "$cri/crictl" ]; then
+		echo "install-deps: building crictl v1.37.0 into $cri"
+		mkdir -p "$cri"
+		GOBIN=$cri go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
 	fi
 fi

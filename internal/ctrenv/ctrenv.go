@@ -51,7 +51,16 @@ type Options struct {
 	Kernel, Initrd string
 	// ExtraConfig is appended to the kata-go TOML config.
 	ExtraConfig string
+	// CRI configures the CRI plugin: a "kata" runtime handler, CNI from
+	// Debian's plugins with a bridge network, and a local pause image.
+	CRI bool
 }
+
+// CRI pod network and images.
+const (
+	PauseImage = "docker.io/library/busybox:kata-go-pause"
+	CRISubnet  = "10.200.0.0/24"
+)
 
 // Daemon is a running private containerd.
 type Daemon struct {
@@ -93,8 +102,13 @@ state = %q
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Sock, d.Sock+".ttrpc")), 0o644); err != nil {
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Sock, d.Sock+".ttrpc", criConfig(o.CRI, dir))), 0o644); err != nil {
 		return nil, err
+	}
+	if o.CRI {
+		if err := writeCNI(dir); err != nil {
+			return nil, err
+		}
 	}
 	d.cmd = exec.Command(s.Containerd, "--config", cfg)
 	d.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"), "KATA_GO_CONFIG="+d.KataCfg)
@@ -114,7 +128,67 @@ state = %q
 	if out, errOut, err := d.Ctr("images", "import", archive); err != nil {
 		return nil, fmt.Errorf("import image: %w: %s %s", err, out, errOut)
 	}
+	if o.CRI {
+		pause := filepath.Join(dir, "pause.tar")
+		f, err := os.Create(pause)
+		if err != nil {
+			return nil, err
+		}
+		err = ociimage.BusyboxWithCmd(f, PauseImage, "/bin/busybox", []string{"sleep", "2147483647"})
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range []string{archive, pause} {
+			if out, errOut, err := d.Ctr("-n", "k8s.io", "images", "import", a); err != nil {
+				return nil, fmt.Errorf("import %s for CRI: %w: %s %s", a, err, out, errOut)
+			}
+		}
+	}
 	return d, nil
+}
+
+func criConfig(on bool, dir string) string {
+	if !on {
+		return ""
+	}
+	return fmt.Sprintf(`  sandbox_image = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
+      runtime_type = "io.containerd.kata.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+`, PauseImage, filepath.Join(dir, "cni"))
+}
+
+// writeCNI writes a bridge network with host-local addresses: pods of this
+// daemon reach each other over the bridge and nothing else.
+func writeCNI(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
+		return err
+	}
+	bridge := "kgo" + filepath.Base(dir)[len("kgo-ctd-"):]
+	if len(bridge) > 15 {
+		bridge = bridge[:15]
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"0.4.0","name":"kata-go-test","plugins":[
+  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,
+   "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"dataDir":%q}},
+  {"type":"loopback"}]}`, bridge, CRISubnet, filepath.Join(dir, "cni-ipam"))
+	return os.WriteFile(filepath.Join(dir, "cni", "10-kata-go.conflist"), []byte(conf), 0o644)
+}
+
+// Bridge is the CNI bridge a CRI daemon's pods hang off.
+func (d *Daemon) Bridge() string {
+	b := "kgo" + filepath.Base(d.Dir)[len("kgo-ctd-"):]
+	if len(b) > 15 {
+		b = b[:15]
+	}
+	return b
 }
 
 func (d *Daemon) launch() error {
@@ -172,6 +246,7 @@ func (d *Daemon) Stop() {
 	for _, m := range MountsUnder(d.Dir) {
 		_ = exec.Command("umount", "-l", m).Run()
 	}
+	_ = exec.Command("ip", "link", "del", d.Bridge()).Run()
 	os.RemoveAll(d.Dir)
 }
 

@@ -21,13 +21,18 @@ import (
 // Busybox writes an image archive (for `ctr images import`) named ref,
 // holding /bin/busybox from the host and a link per applet.
 func Busybox(w io.Writer, ref, busybox string) error {
+	return BusyboxWithCmd(w, ref, busybox, []string{"sh"})
+}
+
+// BusyboxWithCmd is Busybox with a default command (e.g. a CRI pause image).
+func BusyboxWithCmd(w io.Writer, ref, busybox string, cmd []string) error {
 	layer, diffID, err := busyboxLayer(busybox)
 	if err != nil {
 		return err
 	}
 	cfg, err := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": []string{"sh"}},
+		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": cmd},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
 	})
 	if err != nil {

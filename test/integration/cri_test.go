@@ -1,0 +1,160 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kata-go/kata-go/internal/ctrenv"
+)
+
+func crictlPath() string {
+	if p := os.Getenv("KATA_GO_CRICTL"); p != "" {
+		return p
+	}
+	return "/var/cache/kata-go/cri-tools/crictl"
+}
+
+// crictl runs crictl against the daemon's CRI socket.
+func crictl(t *testing.T, d *daemon, args ...string) string {
+	t.Helper()
+	out, err := crictlErr(d, args...)
+	if err != nil {
+		t.Fatalf("crictl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+func crictlErr(d *daemon, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, crictlPath(), append([]string{"-r", "unix://" + d.sock, "-t", "60s"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out) + stderr.String(), err
+	}
+	return string(out), nil
+}
+
+func writeJSON(t *testing.T, path string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, string(b))
+	return path
+}
+
+// runPod starts a pod with runtime handler kata and returns its id, IP and
+// config file (which container creates must pass again: CRI takes the log
+// directory from it).
+func runPod(t *testing.T, d *daemon, name string) (string, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 1},
+		"hostname":      name,
+		"log_directory": filepath.Join(dir, "logs"),
+		"linux":         map[string]any{},
+	})
+	id := crictl(t, d, "runp", "--runtime", "kata", pod)
+	var insp struct {
+		Status struct {
+			Network struct{ IP string }
+		}
+	}
+	if err := json.Unmarshal([]byte(crictl(t, d, "inspectp", id)), &insp); err != nil {
+		t.Fatal(err)
+	}
+	return id, insp.Status.Network.IP, pod
+}
+
+func createContainer(t *testing.T, d *daemon, podID, pod, name string, cmd ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ctr := writeJSON(t, filepath.Join(dir, "ctr.json"), map[string]any{
+		"metadata": map[string]any{"name": name},
+		"image":    map[string]any{"image": ctrenv.Image},
+		"command":  cmd,
+		"log_path": name + ".log",
+		"linux":    map[string]any{},
+	})
+	id := crictl(t, d, "create", podID, ctr, pod)
+	crictl(t, d, "start", id)
+	return id
+}
+
+// TestCRIPod: a pod with two containers is one VM and one shim; exec and
+// logs work; two pods reach each other over the CNI bridge; stopping and
+// removing the pods leaves nothing.
+func TestCRIPod(t *testing.T) {
+	need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", exists(crictlPath()))
+	need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", exists("/usr/lib/cni/bridge"))
+	needVM(t)
+	shim := filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")
+	cd, err := ctrenv.Start(daemons()[0], ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), CRI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("containerd log tail:\n%s", ctrenv.Tail(cd.Log.String(), 80))
+		}
+		cd.Stop()
+	})
+	d := &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+
+	pod1, ip1, cfg1 := runPod(t, d, "pod1")
+	c1 := createContainer(t, d, pod1, cfg1, "c1", "sh", "-c", "echo hello-from-c1; sleep 1000")
+	c2 := createContainer(t, d, pod1, cfg1, "c2", "sleep", "1000")
+	shims := ctrenv.Pids(d.sock, "containerd-shim-kata-v2")
+	qemus := ctrenv.Pids(d.stateRoot, "qemu-system")
+	if len(shims) != 1 || len(qemus) != 1 {
+		t.Fatalf("pod with two containers: %d shims, %d VMs; want 1 and 1", len(shims), len(qemus))
+	}
+	if out := crictl(t, d, "exec", "-s", c2, "sh", "-c", "echo exec-ok; hostname"); !strings.Contains(out, "exec-ok") || !strings.Contains(out, "pod1") {
+		t.Fatalf("exec in c2: %q", out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(crictl(t, d, "logs", c1), "hello-from-c1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs of c1: %q", crictl(t, d, "logs", c1))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	pod2, ip2, cfg2 := runPod(t, d, "pod2")
+	c3 := createContainer(t, d, pod2, cfg2, "c3", "sleep", "1000")
+	if ip1 == "" || ip2 == "" {
+		t.Fatalf("pod IPs %q %q", ip1, ip2)
+	}
+	if out, err := crictlErr(d, "exec", "-s", c3, "ping", "-c", "2", "-W", "10", ip1); err != nil || !strings.Contains(out, "2 packets received") {
+		t.Fatalf("pod2 -> pod1 (%s): %v %s", ip1, err, out)
+	}
+	if out, err := crictlErr(d, "exec", "-s", c1, "ping", "-c", "2", "-W", "10", ip2); err != nil || !strings.Contains(out, "2 packets received") {
+		t.Fatalf("pod1 -> pod2 (%s): %v %s", ip2, err, out)
+	}
+
+	for _, p := range []string{pod1, pod2} {
+		crictl(t, d, "stopp", p)
+		crictl(t, d, "rmp", p)
+	}
+	if err := d.WaitClean(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if left := ctrenv.Pids("tap0_kata"); len(left) > 0 {
+		t.Fatalf("processes naming a tap: %v", left)
+	}
+	fmt.Fprintln(os.Stderr, "pods", pod1, pod2, "cleaned")
+}
