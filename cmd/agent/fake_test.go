@@ -143,3 +143,8 @@ func (m *fakeMounter) mount(st *agentapi.Storage) error {
 func (m *fakeMounter) sethostname(string) error { return nil }
 func (m *fakeMounter) writeDNS([]string) error  { return nil }
 func (m *fakeMounter) sync()                    {}
+
+func (m *fakeMounter) sysctl(k, v string) error {
+	_, err := sysctlPath(k)
+	return err
+}

@@ -41,6 +41,11 @@ func (s *service) CreateContainer(ctx context.Context, r *agentapi.CreateContain
 }
 
 func (s *service) createContainer(r *agentapi.CreateContainerRequest, spec *specs.Spec) (*container, error) {
+	for k, v := range podSysctls(spec) {
+		if err := s.mounter.sysctl(k, v); err != nil {
+			return nil, errf(codes.InvalidArgument, "container %s: sysctl %s=%s: %v", r.ContainerId, k, v, err)
+		}
+	}
 	for _, st := range r.Storages {
 		if err := s.mounter.mount(st); err != nil {
 			return nil, errf(codes.InvalidArgument, "container %s: storage %s %q at %q: %v", r.ContainerId, st.Driver, st.Source, st.MountPoint, err)

@@ -228,6 +228,22 @@ func TestPodNamespacesJoinOnlyKnownInits(t *testing.T) {
 	}
 }
 
+func TestNetSysctlsGoToTheGuest(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Sysctl: map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.msgmax": "8192"}}}
+	got := podSysctls(s)
+	if got["net.ipv4.ip_unprivileged_port_start"] != "0" || len(got) != 1 || s.Linux.Sysctl["kernel.msgmax"] != "8192" || len(s.Linux.Sysctl) != 1 {
+		t.Fatalf("pod sysctls %v, left %v", got, s.Linux.Sysctl)
+	}
+	for _, bad := range []string{"net..x", "../etc/passwd", "net/ipv4", ""} {
+		if _, err := sysctlPath(bad); err == nil {
+			t.Errorf("sysctl name %q accepted", bad)
+		}
+	}
+	if p, err := sysctlPath("net.ipv4.ip_forward"); err != nil || p != "/proc/sys/net/ipv4/ip_forward" {
+		t.Fatalf("path %q %v", p, err)
+	}
+}
+
 func TestOOMQueue(t *testing.T) {
 	q := newOOMQueue()
 	q.push("a")

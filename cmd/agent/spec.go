@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -91,6 +92,31 @@ func guestSpec(id string, raw []byte, joinable func(pid int) bool) (*specs.Spec,
 	}
 	s.Linux.Namespaces = ns
 	return &s, nil
+}
+
+// podSysctls takes the net.* sysctls out of the spec: with no network
+// namespace of its own a container shares the guest's, which is the pod's,
+// so they are set on the guest (libcontainer refuses them otherwise).
+func podSysctls(s *specs.Spec) map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Linux.Sysctl {
+		if strings.HasPrefix(k, "net.") {
+			out[k] = v
+			delete(s.Linux.Sysctl, k)
+		}
+	}
+	return out
+}
+
+var sysctlKey = regexp.MustCompile(`^[a-z0-9_]+(\.[a-zA-Z0-9_\-]+)+$`)
+
+// sysctlPath maps a sysctl name to its /proc/sys file, refusing anything
+// that could step outside it.
+func sysctlPath(key string) (string, error) {
+	if !sysctlKey.MatchString(key) || strings.Contains(key, "..") {
+		return "", fmt.Errorf("invalid sysctl name %q", key)
+	}
+	return "/proc/sys/" + strings.ReplaceAll(key, ".", "/"), nil
 }
 
 func checkProcess(p *specs.Process) error {

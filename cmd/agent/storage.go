@@ -17,6 +17,7 @@ type mounter interface {
 	mount(st *agentapi.Storage) error
 	sethostname(name string) error
 	writeDNS(servers []string) error
+	sysctl(key, value string) error
 	sync()
 }
 
@@ -122,3 +123,11 @@ func (m *guestMounter) writeDNS(servers []string) error {
 }
 
 func (m *guestMounter) sync() { unix.Sync() }
+
+func (m *guestMounter) sysctl(key, value string) error {
+	p, err := sysctlPath(key)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(value), 0)
+}

@@ -99,11 +99,18 @@ func createContainer(t *testing.T, d *daemon, podID, pod, name string, cmd ...st
 // logs work; two pods reach each other over the CNI bridge; stopping and
 // removing the pods leaves nothing.
 func TestCRIPod(t *testing.T) {
+	for _, spec := range daemons() {
+		t.Run(spec.Name, func(t *testing.T) { testCRIPod(t, spec) })
+	}
+}
+
+func testCRIPod(t *testing.T, spec ctrenv.Spec) {
 	need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", exists(crictlPath()))
 	need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", exists("/usr/lib/cni/bridge"))
 	needVM(t)
+	need(t, spec.Containerd, spec.Why, exists(spec.Containerd))
 	shim := filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")
-	cd, err := ctrenv.Start(daemons()[0], ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), CRI: true})
+	cd, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), CRI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
