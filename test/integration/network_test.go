@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -46,9 +47,18 @@ func podNetwork(t *testing.T) (pod, peer string) {
 // the filters. Only addresses in namespaces this test made are used.
 func TestPodNetwork(t *testing.T) {
 	d := startDaemon(t, daemons()[0])
+	for _, model := range []string{"tcfilter", "macvtap"} {
+		t.Run(model, func(t *testing.T) { testPodNetwork(t, d, model) })
+	}
+}
+
+func testPodNetwork(t *testing.T, d *daemon, model string) {
 	pod, peer := podNetwork(t)
 	nsPath := "/var/run/netns/" + pod
-	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--with-ns", "network:"+nsPath, image, "net", "sleep", "1000"); err != nil {
+	cfg := filepath.Join(t.TempDir(), "kata.toml")
+	writeFile(t, cfg, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[runtime]\nstate_root = %q\nnetwork_model = %q\n",
+		guestFile("vmlinux"), guestFile("initrd.img"), d.stateRoot, model))
+	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--runtime-config-path", cfg, "--with-ns", "network:"+nsPath, image, "net", "sleep", "1000"); err != nil {
 		t.Fatalf("run: %v %s", err, e)
 	}
 	d.waitStatus(t, "net", "RUNNING")
@@ -56,8 +66,10 @@ func TestPodNetwork(t *testing.T) {
 	if !strings.Contains(links, "tap0_kata") {
 		t.Fatalf("no tap in the pod namespace:\n%s", links)
 	}
-	if f, err := exec.Command("tc", "-n", pod, "filter", "show", "dev", "eth0", "ingress").CombinedOutput(); err != nil || !strings.Contains(string(f), "mirred") {
-		t.Fatalf("no mirred redirect on eth0: %v\n%s", err, f)
+	if model == "tcfilter" {
+		if f, err := exec.Command("tc", "-n", pod, "filter", "show", "dev", "eth0", "ingress").CombinedOutput(); err != nil || !strings.Contains(string(f), "mirred") {
+			t.Fatalf("no mirred redirect on eth0: %v\n%s", err, f)
+		}
 	}
 	out, e, err := d.ctr("task", "exec", "--exec-id", "ping", "net", "ping", "-c", "2", "-W", "10", "10.199.0.1")
 	if err != nil || !strings.Contains(out, "2 packets received") {
