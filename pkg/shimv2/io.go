@@ -9,11 +9,7 @@ import (
 // CloseIO closes the process's stdin once what was read has been written.
 // It never waits: containerd may send it before Start.
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptyResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	_, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -24,11 +20,7 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*empt
 }
 
 func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptyResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	_, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}

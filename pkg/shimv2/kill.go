@@ -10,11 +10,7 @@ import (
 // Kill signals a process. A process that already exited is not an error:
 // CRI's stop sends SIGTERM then SIGKILL and must not fail on a race.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	t, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}

@@ -75,6 +75,19 @@ func (s *service) getTask(id string) (*task, error) {
 	return t, nil
 }
 
+// getProcess finds a task and one of its processes ("" for the init).
+func (s *service) getProcess(id, execID string) (*task, *sandbox.Process, error) {
+	t, err := s.getTask(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := t.process(execID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, p, nil
+}
+
 func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
 	if t, err := s.getTask(r.ID); err == nil {

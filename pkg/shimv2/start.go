@@ -10,11 +10,7 @@ import (
 )
 
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	t, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}

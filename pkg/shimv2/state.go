@@ -8,11 +8,7 @@ import (
 )
 
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	t, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}

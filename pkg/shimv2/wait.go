@@ -9,11 +9,7 @@ import (
 
 // Wait blocks until the process exits; containerd calls it before Start.
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.process(r.ExecID)
+	_, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
