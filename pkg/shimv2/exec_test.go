@@ -87,3 +87,31 @@ func TestExecRejectsDuplicatesAndBadSpecs(t *testing.T) {
 		t.Fatal("delete of an unstarted exec hung")
 	}
 }
+
+// binary:// log drivers get the output on fds 3 and 4 (containerd's
+// protocol) and must have it all before the exit is reported.
+func TestExecOutputToBinaryLogger(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	h.start("c", "")
+	dir := t.TempDir()
+	logger := filepath.Join(dir, "logger.sh")
+	out := filepath.Join(dir, "out")
+	script := "#!/bin/sh\n# args: out PATH\nexec 5>&-\ncat <&3 > \"$2\" &\ncat <&4 > \"$2.err\"\nwait\n"
+	if err := os.WriteFile(logger, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	uri := "binary://" + logger + "?out=" + out
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "b", Spec: execSpec("fail"), Stdout: uri, Stderr: uri}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("c", "b")
+	if got := h.wait("c", "b"); got != 3 {
+		t.Fatalf("status %d", got)
+	}
+	o, _ := os.ReadFile(out)
+	e, _ := os.ReadFile(out + ".err")
+	if string(o) != "out\n" || string(e) != "err\n" {
+		t.Fatalf("logger got stdout %q stderr %q", o, e)
+	}
+}
