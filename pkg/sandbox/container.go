@@ -15,6 +15,10 @@ import (
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
+// execFailedStatus is the status of a process that could not be started,
+// as a shell reports a command it could not execute.
+const execFailedStatus = 127
+
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
 // ContainerOptions create a container in the sandbox.
@@ -137,6 +141,7 @@ func (c *Container) Init() *Process { return c.init }
 // Start runs the container's init.
 func (c *Container) Start(ctx context.Context) error {
 	if _, err := c.s.agent.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		c.init.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("start container %s: %w", c.ID, c.s.explain(err))
 	}
 	c.init.mu.Lock()
@@ -196,6 +201,9 @@ func (c *Container) StartExec(ctx context.Context, p *Process) error {
 		ContainerId: c.ID, ExecId: p.ExecID, Process: p.specJSON, Stdin: p.io.cfg.Stdin != "",
 	})
 	if err != nil {
+		// It never ran: end it now so whoever reads its output sees EOF
+		// (ctr waits for that) and Wait returns, as with runc.
+		p.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("exec %s in %s: %w", p.ExecID, c.ID, c.s.explain(err))
 	}
 	p.mu.Lock()

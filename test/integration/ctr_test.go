@@ -45,7 +45,46 @@ var ctrScenarios = []struct {
 	{"OneMiBAtExit20Times", testOneMiB},
 	{"TwoContainersTwoVMs", testTwoVMs},
 	{"ShimKilledThenDelete", testShimKilled},
+	{"OOMKillReported", testOOM},
 }
+
+// testOOM: a container over its memory limit is OOM-killed in the guest;
+// containerd gets TaskOOM and the task exits 137.
+func testOOM(t *testing.T, d *daemon) {
+	events := d.ctrCmd("events")
+	var evOut strings.Builder
+	var mu sync.Mutex
+	events.Stdout = writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return evOut.Write(p)
+	})
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = events.Process.Kill(); _ = events.Wait() }()
+	_, e, err := d.ctr("run", "--rm", "--runtime", kataRuntime, "--memory-limit", "33554432", image, "oom", "sh", "-c", "tail /dev/zero")
+	if exitCode(err) != 137 {
+		t.Fatalf("over-limit container exit %d, want 137: %s", exitCode(err), e)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := evOut.String()
+		mu.Unlock()
+		if strings.Contains(got, "/tasks/oom") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no /tasks/oom event; events:\n%s", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func runRm(d *daemon, id string, args ...string) (string, string, error) {
 	return d.ctr(append([]string{"run", "--rm", "--runtime", kataRuntime, image, id}, args...)...)
@@ -131,6 +170,11 @@ func testExec(t *testing.T, d *daemon) {
 	out, e, err = d.ctr("task", "exec", "--exec-id", "x2", "bg", "cat", "/proc/1/cmdline")
 	if err != nil || !strings.HasPrefix(out, "sleep") {
 		t.Fatalf("exec sees PID 1 %q (%s): %v", out, e, err)
+	}
+	start := time.Now()
+	_, e, err = d.ctr("task", "exec", "--exec-id", "x3", "bg", "/no/such/tool")
+	if err == nil || !strings.Contains(e, "/no/such/tool") || time.Since(start) > 5*time.Second {
+		t.Fatalf("exec of a missing binary: %v after %s: %s", err, time.Since(start), e)
 	}
 }
 
