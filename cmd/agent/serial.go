@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -106,18 +107,17 @@ func (a serialAddr) String() string  { return string(a) }
 type serialConn struct {
 	*os.File
 	release func()
-	closed  bool
+	once    sync.Once
 }
 
 var _ net.Conn = (*serialConn)(nil)
 
 func (c *serialConn) Close() error {
-	if c.closed {
-		return nil
-	}
-	c.closed = true
-	err := c.File.Close()
-	c.release()
+	var err error
+	c.once.Do(func() {
+		err = c.File.Close()
+		c.release()
+	})
 	return err
 }
 

@@ -19,7 +19,8 @@ type QEMU struct {
 	cfg Config
 	log *slog.Logger
 
-	// mu guards every field below.
+	// mu guards every field below, exited included (a retried start
+	// replaces it).
 	mu      sync.Mutex
 	devices []Device
 	cmd     *exec.Cmd
@@ -89,7 +90,11 @@ func (q *QEMU) vsockCID() uint32 {
 
 func (q *QEMU) ConsoleLog() string { return filepath.Join(q.cfg.StateDir, consoleFile) }
 
-func (q *QEMU) Exited() <-chan struct{} { return q.exited }
+func (q *QEMU) Exited() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.exited
+}
 
 func (q *QEMU) ExitErr() error {
 	q.mu.Lock()
@@ -257,11 +262,12 @@ func (q *QEMU) Stop(ctx context.Context) error {
 			cancel()
 			m.close()
 		}
+		exited := q.Exited()
 		select {
-		case <-q.exited:
+		case <-exited:
 		case <-time.After(2 * time.Second):
 			_ = cmd.Process.Kill()
-			<-q.exited
+			<-exited
 		}
 	}
 	q.killDaemons()
@@ -280,7 +286,7 @@ func (q *QEMU) killAll() {
 	q.mu.Unlock()
 	if cmd != nil && cmd.Process != nil {
 		_ = cmd.Process.Kill()
-		<-q.exited
+		<-q.Exited()
 	}
 	q.killDaemons()
 }

@@ -247,13 +247,11 @@ func (h *hostIO) close() {
 }
 
 // closeOutputs is for a process that never started: nothing will copy.
+// (A file:// log shares one writer between both: it counts its closes.)
 func (h *hostIO) closeOutputs() {
-	if h.stdout != nil {
-		h.stdout.Close()
-	}
-	if h.stderr != nil && h.stderr != h.stdout {
-		h.stderr.Close()
-	} else if h.stderr != nil {
-		h.stderr.Close()
+	for _, w := range []io.WriteCloser{h.stdout, h.stderr} {
+		if w != nil {
+			w.Close()
+		}
 	}
 }
