@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"os"
+	"strings"
 	"sync"
 )
 
@@ -58,4 +61,22 @@ func (q *oomQueue) watch(id string, ch <-chan struct{}) {
 			q.push(id)
 		}
 	}()
+}
+
+// oomKilled reads the oom_kill counter of the container's cgroup (cgroup v2
+// memory.events); the cgroup outlives its processes until RemoveContainer.
+func oomKilled(id string) bool {
+	f, err := os.Open("/sys/fs/cgroup" + cgroupParent + "/" + id + "/memory.events")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == "oom_kill" {
+			return v != "0"
+		}
+	}
+	return false
 }

@@ -728,8 +728,11 @@ type WaitProcessResponse struct {
 	Signal uint32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Guest time of the exit, nanoseconds since the Unix epoch.
 	ExitedAtUnixNs int64 `protobuf:"varint,3,opt,name=exited_at_unix_ns,json=exitedAtUnixNs,proto3" json:"exited_at_unix_ns,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The container's cgroup saw an OOM kill (init processes only). Lets the
+	// host report TaskOOM before TaskExit even if the OOM long poll lags.
+	OomKilled     bool `protobuf:"varint,4,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
@@ -781,6 +784,13 @@ func (x *WaitProcessResponse) GetExitedAtUnixNs() int64 {
 		return x.ExitedAtUnixNs
 	}
 	return 0
+}
+
+func (x *WaitProcessResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type WriteStreamRequest struct {
@@ -1861,11 +1871,13 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
 	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\"p\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\x8f\x01\n" +
 	"\x13WaitProcessResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12)\n" +
-	"\x11exited_at_unix_ns\x18\x03 \x01(\x03R\x0eexitedAtUnixNs\"d\n" +
+	"\x11exited_at_unix_ns\x18\x03 \x01(\x03R\x0eexitedAtUnixNs\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x04 \x01(\bR\toomKilled\"d\n" +
 	"\x12WriteStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +

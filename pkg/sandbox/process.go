@@ -13,6 +13,8 @@ import (
 type ExitStatus struct {
 	Code uint32
 	At   time.Time
+	// OOMKilled: the container's cgroup in the guest saw an OOM kill.
+	OOMKilled bool
 }
 
 // VMDiedStatus is reported for processes whose VM went away under them.
@@ -111,6 +113,7 @@ func (p *Process) collect() {
 		if err == nil {
 			st.Code = uint32(r.Status)
 			st.At = time.Unix(0, r.ExitedAtUnixNs)
+			st.OOMKilled = r.OomKilled
 		} else {
 			s.log.Warn("process ended with its VM", "container", p.c.ID, "exec", p.ExecID, "err", err)
 		}

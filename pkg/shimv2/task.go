@@ -21,9 +21,10 @@ type task struct {
 	// created and started time the task's start for the boot-phase log.
 	created, started time.Time
 
-	// mu guards paused, execIO and watched.
+	// mu guards paused, oomSent, execIO and watched.
 	mu      sync.Mutex
 	paused  bool
+	oomSent bool // a TaskOOM went out for this container
 	execIO  map[string]sandbox.IO
 	watched map[string]bool
 }
@@ -61,6 +62,11 @@ func (s *service) watchExit(t *task, p *sandbox.Process) {
 		if id == "" {
 			id = t.id
 		}
+		// containerd learns of an OOM kill before the exit it caused, even
+		// when the OOM long poll has not delivered it yet.
+		if st.OOMKilled && t.markOOM() {
+			s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: t.id})
+		}
 		s.events.publish(topicExit, &eventstypes.TaskExit{
 			ContainerID: t.id, ID: id, Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At),
 		})
@@ -97,4 +103,15 @@ func (s *service) logPhases(t *task, exitSeen time.Time) {
 		"sandbox_begin_ms", ms(p.Begin), "vmm_spawned_ms", ms(p.VMMSpawned), "agent_ready_ms", ms(p.AgentReady),
 		"container_created_ms", ms(t.created), "container_started_ms", ms(t.started), "exit_seen_ms", ms(exitSeen),
 		"guest_agent_uptime_ms", p.GuestAgentUptime.Milliseconds())
+}
+
+// markOOM records that a TaskOOM is being sent; false if one already was.
+func (t *task) markOOM() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.oomSent {
+		return false
+	}
+	t.oomSent = true
+	return true
 }

@@ -37,6 +37,9 @@ func (s *service) forwardOOM(sb *sandbox.Sandbox) {
 		if err != nil {
 			return
 		}
+		if t, err := s.getTask(ev.ContainerId); err == nil {
+			t.markOOM()
+		}
 		s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: ev.ContainerId})
 	}
 }

@@ -23,6 +23,8 @@ type Behavior struct {
 	Exit           int32
 	// UntilSignal keeps the process running until SignalProcess.
 	UntilSignal bool
+	// OOM makes the exit report an OOM kill of the container.
+	OOM bool
 }
 
 // Agent is an in-memory agent.
@@ -320,7 +322,7 @@ func (a *Agent) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest) (*a
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return &agentapi.WaitProcessResponse{Status: p.status, ExitedAtUnixNs: time.Now().UnixNano()}, nil
+	return &agentapi.WaitProcessResponse{Status: p.status, ExitedAtUnixNs: time.Now().UnixNano(), OomKilled: p.b.OOM}, nil
 }
 
 func (a *Agent) WriteStdin(_ context.Context, r *agentapi.WriteStreamRequest) (*agentapi.WriteStreamResponse, error) {
