@@ -69,6 +69,11 @@ func runPod(t *testing.T, d *daemon, name string) (string, string, string) {
 		"linux":         map[string]any{},
 	})
 	id := crictl(t, d, "runp", "--runtime", "kata", pod)
+	// CRI made a network namespace for the pod: free it even if the test fails.
+	t.Cleanup(func() {
+		_, _ = crictlErr(d, "stopp", id)
+		_, _ = crictlErr(d, "rmp", "-f", id)
+	})
 	var insp struct {
 		Status struct {
 			Network struct{ IP string }
@@ -121,6 +126,7 @@ func testCRIPod(t *testing.T, spec ctrenv.Spec) {
 		cd.Stop()
 	})
 	d := &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+	netnsBefore, _ := filepath.Glob("/run/netns/cni-*")
 
 	pod1, ip1, cfg1 := runPod(t, d, "pod1")
 	c1 := createContainer(t, d, pod1, cfg1, "c1", "sh", "-c", "echo hello-from-c1; sleep 1000")
@@ -159,6 +165,14 @@ func testCRIPod(t *testing.T, spec ctrenv.Spec) {
 	}
 	if err := d.WaitClean(15 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []string{pod1, pod2} {
+		if out, _ := crictlErr(d, "pods", "-q", "--id", p); strings.TrimSpace(out) != "" {
+			t.Fatalf("pod %s still listed", p)
+		}
+	}
+	if after, _ := filepath.Glob("/run/netns/cni-*"); len(after) != len(netnsBefore) {
+		t.Fatalf("pod network namespaces: %d before, %d after", len(netnsBefore), len(after))
 	}
 	if left := ctrenv.Pids("tap0_kata"); len(left) > 0 {
 		t.Fatalf("processes naming a tap: %v", left)
