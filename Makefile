@@ -1,5 +1,7 @@
 # kata-go build. `make help` lists the targets.
 SHELL := /bin/bash
+# Debian's Go lives here when it is not on root's PATH.
+export PATH := /usr/local/go/bin:$(PATH)
 PREFIX ?= /usr/local
 SHAREDIR ?= $(PREFIX)/share/kata-go
 CONFDIR ?= /etc/kata-go

@@ -4,6 +4,7 @@
 # module proxy for the integration tier (cached under /var/cache/kata-go, so
 # a second run costs nothing).
 set -euo pipefail
+export PATH=/usr/local/go/bin:$PATH
 
 pkgs=(qemu-system-x86 qemu-utils containerd runc busybox-static linux-source-6.1
 	protobuf-compiler containernetworking-plugins build-essential flex bison bc

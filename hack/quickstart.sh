@@ -3,6 +3,7 @@
 # build and install kata-go, start containerd if none runs, import a small
 # locally built busybox image and run `uname -r` in a VM.
 set -euo pipefail
+export PATH=/usr/local/go/bin:$PATH
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
 make install
