@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/kata-go/kata-go/internal/mountinfo"
 )
 
 // ProcessesMatching lists "pid: cmdline" of processes whose command line
@@ -47,23 +49,8 @@ func Pids(marker string, words ...string) []int {
 	return pids
 }
 
-// MountsUnder lists mount points below prefix.
-func MountsUnder(prefix string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], prefix) {
-			out = append(out, fields[4])
-		}
-	}
-	return out
-}
+// MountsUnder lists mount points at or below dir.
+func MountsUnder(dir string) []string { return mountinfo.Under(dir) }
 
 // PSS is the proportional set size of pid in bytes (smaps_rollup), 0 if gone.
 func PSS(pid int) int64 {

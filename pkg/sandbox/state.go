@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,12 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-go/kata-go/internal/mountinfo"
 	"github.com/kata-go/kata-go/pkg/network"
 )
 
@@ -114,39 +113,11 @@ func killRef(r processRef) {
 	}
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountPath(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-func unescapeMountPath(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
-}
-
 // unmountAll unmounts everything at or below dir.
 func unmountAll(dir string) error {
 	var errs []error
 	for i := 0; i < 4; i++ {
-		mps := mountsUnder(dir)
+		mps := mountinfo.Under(dir)
 		if len(mps) == 0 {
 			return nil
 		}
@@ -158,7 +129,7 @@ func unmountAll(dir string) error {
 			}
 		}
 	}
-	if left := mountsUnder(dir); len(left) > 0 {
+	if left := mountinfo.Under(dir); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("still mounted: %v", left))
 	}
 	return errors.Join(errs...)

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
@@ -73,19 +72,10 @@ func TestExecRejectsDuplicatesAndBadSpecs(t *testing.T) {
 		t.Fatalf("exec in a missing task: %v", err)
 	}
 	// An exec never started is deleted cleanly (its IO is released).
-	done := make(chan error, 1)
-	go func() {
+	within(t, "delete of an unstarted exec", func() error {
 		_, err := h.s.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "c", ExecID: "e"})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("delete of an unstarted exec hung")
-	}
+		return err
+	})
 }
 
 // binary:// log drivers get the output on fds 3 and 4 (containerd's

@@ -13,15 +13,7 @@ import (
 
 func TestStdinFifoForwardedThenClosed(t *testing.T) {
 	h := newHarness(t, runs)
-	fifo := filepath.Join(t.TempDir(), "stdin")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// containerd holds the write end open before it asks for the task.
-	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fifo, w := stdinFifo(t)
 	b := h.bundle("c", nil, "sleep")
 	if _, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: b, Stdin: fifo}); err != nil {
 		t.Fatal(err)
@@ -60,33 +52,17 @@ func TestStdinFifoForwardedThenClosed(t *testing.T) {
 // containerd may send CloseIO before Start; it must neither block nor be lost.
 func TestCloseIOBeforeStart(t *testing.T) {
 	h := newHarness(t, runs)
-	fifo := filepath.Join(t.TempDir(), "stdin")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fifo, w := stdinFifo(t)
 	defer w.Close()
 	h.create("c", "sleep")
 	h.start("c", "")
 	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("sleep"), Stdin: fifo}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
+	within(t, "CloseIO before Start", func() error {
 		_, err := h.s.CloseIO(h.ctx, &taskAPI.CloseIORequest{ID: "c", ExecID: "e", Stdin: true})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("CloseIO before Start blocked")
-	}
+		return err
+	})
 	h.start("c", "e")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -123,5 +99,35 @@ func TestResizePty(t *testing.T) {
 	h.start("c", "plain")
 	if _, err := h.s.ResizePty(h.ctx, &taskAPI.ResizePtyRequest{ID: "c", ExecID: "plain", Width: 1, Height: 1}); err == nil || !strings.Contains(err.Error(), "terminal") {
 		t.Fatalf("resize without a terminal: %v", err)
+	}
+}
+
+// stdinFifo makes a FIFO and holds its write end open, as containerd does
+// before it asks for a task.
+func stdinFifo(t *testing.T) (string, *os.File) {
+	t.Helper()
+	fifo := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fifo, w
+}
+
+// within fails the test if call does not return (or fails) within 5 s.
+func within(t *testing.T, what string, call func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s blocked", what)
 	}
 }
