@@ -81,7 +81,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 	if _, err := mountRootfs(s.deps.HostFS, share, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
 		return nil, err
 	}
-	mounts, err := shareVolumes(s.deps.HostFS, share, o.ID, o.Spec.Mounts)
+	mounts, storages, err := shareVolumes(s.deps.HostFS, share, o.ID, o.Spec.Mounts)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 	}
 	c := &Container{ID: o.ID, s: s, share: share, execs: map[string]*Process{}}
 	c.init = newProcess(c, "", io)
-	r, err := s.agent.CreateContainer(ctx, &agentapi.CreateContainerRequest{ContainerId: o.ID, OciSpec: spec, Stdin: o.IO.Stdin != ""})
+	r, err := s.agent.CreateContainer(ctx, &agentapi.CreateContainerRequest{ContainerId: o.ID, OciSpec: spec, Storages: storages, Stdin: o.IO.Stdin != ""})
 	if err != nil {
 		io.closeOutputs()
 		io.close()

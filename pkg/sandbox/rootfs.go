@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
 // containerShare is the host directory of one container inside the share:
@@ -25,6 +29,8 @@ type HostFS interface {
 	MountAll(mounts []mount.Mount, target string) error
 	// Bind bind-mounts source on target (recursively), read-only if asked.
 	Bind(source, target string, readOnly bool) error
+	// IsTmpfs reports whether path is on a tmpfs.
+	IsTmpfs(path string) bool
 }
 
 // realFS is the host's mount table.
@@ -43,6 +49,32 @@ func (realFS) Bind(source, target string, readOnly bool) error {
 		}
 	}
 	return nil
+}
+
+func (realFS) IsTmpfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.TMPFS_MAGIC
+}
+
+// guestEphemeralRoot holds the guest tmpfs volumes of a pod.
+const guestEphemeralRoot = "/run/kata-go/ephemeral"
+
+// ephemeral reports whether a bind mount is pod-scratch memory that should
+// live in the guest rather than be shared from the host: a Kubernetes
+// emptyDir of medium Memory, or the pod's /dev/shm from CRI. Both are empty
+// host tmpfs directories; in the guest they become one tmpfs per source,
+// shared by the pod's containers, with real shared-memory semantics.
+// Other tmpfs sources (secrets, config maps) have content and are shared.
+func ephemeral(fs HostFS, m specs.Mount) bool {
+	emptyDir := strings.Contains(m.Source, "/kubernetes.io~empty-dir/")
+	shm := m.Destination == "/dev/shm" && filepath.Base(m.Source) == "shm"
+	return (emptyDir || shm) && fs.IsTmpfs(m.Source)
+}
+
+// guestEphemeralPath is the guest tmpfs that stands for a host source.
+func guestEphemeralPath(source string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(source)))
+	return guestEphemeralRoot + "/" + hex.EncodeToString(sum[:8])
 }
 
 // mountRootfs puts the container's root filesystem at <share>/<id>/rootfs:
@@ -90,27 +122,35 @@ func isBind(m specs.Mount) bool {
 // paths. Only these paths, never their host parents, become visible to
 // the guest. The host source is opened without following a final symlink
 // so a link planted in a shared directory cannot redirect the bind.
-func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mount, error) {
+func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mount, []*agentapi.Storage, error) {
 	out := make([]specs.Mount, 0, len(mounts))
+	var storages []*agentapi.Storage
 	for i, m := range mounts {
 		if !isBind(m) {
 			out = append(out, m)
 			continue
 		}
+		if ephemeral(fs, m) {
+			p := guestEphemeralPath(m.Source)
+			storages = append(storages, &agentapi.Storage{Driver: "tmpfs", Source: "tmpfs", MountPoint: p, Options: []string{"nosuid", "nodev", "mode=1777"}})
+			m.Source, m.Type = p, "bind"
+			out = append(out, m)
+			continue
+		}
 		if !filepath.IsAbs(m.Source) {
-			return nil, fmt.Errorf("bind mount %s: source %q must be absolute", m.Destination, m.Source)
+			return nil, nil, fmt.Errorf("bind mount %s: source %q must be absolute", m.Destination, m.Source)
 		}
 		fi, err := os.Lstat(m.Source)
 		if err != nil {
-			return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+			return nil, nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
 		}
 		if fi.Mode()&os.ModeSymlink != 0 {
-			return nil, fmt.Errorf("bind mount %s: source %s is a symlink", m.Destination, m.Source)
+			return nil, nil, fmt.Errorf("bind mount %s: source %s is a symlink", m.Destination, m.Source)
 		}
 		name := strconv.Itoa(i) + "-" + strings.ReplaceAll(strings.Trim(m.Destination, "/"), "/", "_")
 		target := filepath.Join(share, "mounts", name)
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if fi.IsDir() {
 			err = os.Mkdir(target, 0o755)
@@ -122,18 +162,18 @@ func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mo
 			}
 		}
 		if err != nil && !os.IsExist(err) {
-			return nil, err
+			return nil, nil, err
 		}
 		ro := false
 		for _, o := range m.Options {
 			ro = ro || o == "ro"
 		}
 		if err := fs.Bind(m.Source, target, ro); err != nil {
-			return nil, fmt.Errorf("share %s: %w", m.Source, err)
+			return nil, nil, fmt.Errorf("share %s: %w", m.Source, err)
 		}
 		m.Source = guestContainerShare(id) + "/mounts/" + name
 		m.Type = "bind"
 		out = append(out, m)
 	}
-	return out, nil
+	return out, storages, nil
 }

@@ -138,6 +138,52 @@ func TestVolumesShareOnlyTheirPaths(t *testing.T) {
 	}
 }
 
+// An emptyDir of medium Memory and the pod's /dev/shm become one guest tmpfs
+// per source, shared by the pod's containers; other volumes are bound.
+func TestEphemeralVolumesLiveInTheGuest(t *testing.T) {
+	deps, env := sandboxtest.Deps(nil)
+	sb, _, err := start(t, spec("true"), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	emptyDir := filepath.Join(host, "pods/u/volumes/kubernetes.io~empty-dir/tmpfs-cache")
+	shm := filepath.Join(host, "sandboxes/x/tmpfs/shm")
+	secret := filepath.Join(host, "tmpfs-secret")
+	for _, d := range []string{emptyDir, shm, secret} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := spec("true")
+	s.Mounts = []specs.Mount{
+		{Destination: "/cache", Type: "bind", Source: emptyDir, Options: []string{"rbind"}},
+		{Destination: "/dev/shm", Type: "bind", Source: shm, Options: []string{"rbind"}},
+		{Destination: "/secret", Type: "bind", Source: secret, Options: []string{"rbind", "ro"}},
+	}
+	for _, id := range []string{"c1", "c2"} {
+		if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: id, Bundle: t.TempDir(), Spec: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st1, st2 := env.Agent.Storages("c1"), env.Agent.Storages("c2")
+	if len(st1) != 2 || st1[0].Driver != "tmpfs" || st1[0].MountPoint != st2[0].MountPoint || st1[0].MountPoint == st1[1].MountPoint {
+		t.Fatalf("storages %v / %v: want two guest tmpfs, the same for both containers", st1, st2)
+	}
+	got := map[string]string{}
+	for _, m := range env.Agent.Spec("c1").Mounts {
+		got[m.Destination] = m.Source
+	}
+	if got["/cache"] != st1[0].MountPoint || got["/dev/shm"] != st1[1].MountPoint || !strings.HasPrefix(got["/secret"], "/run/kata-go/shared/c1/mounts/") {
+		t.Fatalf("guest mount sources %v", got)
+	}
+	for _, m := range env.FS.Mounts() {
+		if strings.HasPrefix(m, emptyDir) || strings.HasPrefix(m, shm) {
+			t.Fatalf("an ephemeral volume was bound on the host: %s", m)
+		}
+	}
+}
+
 func TestBadContainerIDs(t *testing.T) {
 	deps, _ := sandboxtest.Deps(nil)
 	sb, _, err := start(t, spec("true"), deps)

@@ -139,6 +139,14 @@ func testCRIPod(t *testing.T, spec ctrenv.Spec) {
 	if out := crictl(t, d, "exec", "-s", c2, "sh", "-c", "echo exec-ok; hostname"); !strings.Contains(out, "exec-ok") || !strings.Contains(out, "pod1") {
 		t.Fatalf("exec in c2: %q", out)
 	}
+	// The pod's /dev/shm is one guest tmpfs shared by its containers.
+	crictl(t, d, "exec", "-s", c1, "sh", "-c", "echo shared > /dev/shm/probe")
+	if out := crictl(t, d, "exec", "-s", c2, "cat", "/dev/shm/probe"); out != "shared" {
+		t.Fatalf("c2 sees /dev/shm/probe as %q", out)
+	}
+	if out := crictl(t, d, "exec", "-s", c2, "grep", " /dev/shm ", "/proc/mounts"); !strings.HasPrefix(out, "tmpfs ") {
+		t.Fatalf("/dev/shm in the guest is %q, want a tmpfs", out)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(crictl(t, d, "logs", c1), "hello-from-c1") {
 		if time.Now().After(deadline) {

@@ -41,6 +41,8 @@ type Agent struct {
 	resource map[string][]byte
 	closed   chan struct{}
 	oom      chan string
+	storages map[string][]*agentapi.Storage
+	specs    map[string]*specs.Spec
 }
 
 type proc struct {
@@ -60,7 +62,7 @@ var _ agentapi.AgentService = (*Agent)(nil)
 func NewAgent(script func([]string) Behavior) *Agent {
 	return &Agent{
 		Script: script, procs: map[string]*proc{}, paused: map[string]bool{},
-		stdin: map[string][]byte{}, resource: map[string][]byte{},
+		stdin: map[string][]byte{}, resource: map[string][]byte{}, storages: map[string][]*agentapi.Storage{}, specs: map[string]*specs.Spec{},
 		closed: make(chan struct{}), oom: make(chan string, 8),
 	}
 }
@@ -93,6 +95,20 @@ func (a *Agent) Resources(cid string) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.resource[cid]
+}
+
+// Storages are what CreateContainer asked the guest to mount for cid.
+func (a *Agent) Storages(cid string) []*agentapi.Storage {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.storages[cid]
+}
+
+// Spec is the OCI spec the guest got for cid.
+func (a *Agent) Spec(cid string) *specs.Spec {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.specs[cid]
 }
 
 // Paused reports the container's freezer state.
@@ -195,6 +211,8 @@ func (a *Agent) CreateContainer(_ context.Context, r *agentapi.CreateContainerRe
 		return nil, status.Errorf(codes.AlreadyExists, "container %s exists", r.ContainerId)
 	}
 	a.add(r.ContainerId, "", s.Process.Args)
+	a.storages[r.ContainerId] = r.Storages
+	a.specs[r.ContainerId] = &s
 	return &agentapi.CreateContainerResponse{Pid: 1}, nil
 }
 

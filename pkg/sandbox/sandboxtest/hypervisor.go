@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/mount"
@@ -106,6 +107,9 @@ func (f *HostFS) Bind(source, target string, ro bool) error {
 	f.binds = append(f.binds, source+"->"+target)
 	return nil
 }
+
+// IsTmpfs says paths containing "tmpfs" are on a tmpfs.
+func (f *HostFS) IsTmpfs(path string) bool { return strings.Contains(path, "tmpfs") }
 
 // Mounts lists what was mounted.
 func (f *HostFS) Mounts() []string {
