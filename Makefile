@@ -10,6 +10,10 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GUEST_OUT := guest/out
 AGENT_TAGS := seccomp netgo osusergo
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The agent's version comes from its source only, so an unrelated commit
+# does not change its bytes (and force a new initrd).
+AGENT_VERSION := $(shell git log -1 --format=%h -- cmd/agent pkg/agentapi 2>/dev/null || echo dev)
+AGENT_LDFLAGS := -s -w -X main.version=$(AGENT_VERSION)
 
 .PHONY: all build guest agent install deps test test-unit test-integration bench soak generate check-generated lint clean help
 
@@ -29,12 +33,22 @@ build:
 
 # The agent is PID 1 in a guest with no libc: link it statically (cgo is
 # needed by libcontainer's nsenter and by libseccomp).
+# The agent binary is replaced only when its bytes change, so an unchanged
+# agent leaves the initrd (and everything after it) untouched.
 agent:
-	CGO_ENABLED=1 $(GO) build -trimpath -tags "$(AGENT_TAGS)" -ldflags "$(LDFLAGS) -extldflags -static" -o bin/kata-go-agent ./cmd/agent
+	@mkdir -p bin
+	CGO_ENABLED=1 $(GO) build -trimpath -tags "$(AGENT_TAGS)" -ldflags "$(AGENT_LDFLAGS) -extldflags -static" -o bin/kata-go-agent.new ./cmd/agent
+	@if cmp -s bin/kata-go-agent.new bin/kata-go-agent; then rm bin/kata-go-agent.new; else mv bin/kata-go-agent.new bin/kata-go-agent; fi
 
+$(GUEST_OUT)/initrd.img: bin/kata-go-agent guest/mkinitrd/main.go
+	@mkdir -p $(GUEST_OUT)
+	$(GO) run ./guest/mkinitrd -agent bin/kata-go-agent -o $@
+
+# A second run is a no-op: the kernel comes from its cache, the initrd is
+# rebuilt only when the agent changed.
 guest: agent
 	guest/build-kernel.sh $(GUEST_OUT)
-	$(GO) run ./guest/mkinitrd -agent bin/kata-go-agent -o $(GUEST_OUT)/initrd.img
+	@$(MAKE) --no-print-directory $(GUEST_OUT)/initrd.img
 	@ls -l $(GUEST_OUT)/vmlinux $(GUEST_OUT)/initrd.img
 
 install: build guest

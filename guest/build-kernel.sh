@@ -13,7 +13,9 @@ key=$( { sha256sum "$src_tar" | cut -d' ' -f1; cat "$here/kernel/kata-go.config"
 dst=$cache/kernel-$key
 mkdir -p "$out"
 if [ -f "$dst/vmlinux" ]; then
-	cp -f "$dst/vmlinux" "$dst/config" "$out/"
+	for f in vmlinux config; do
+		cmp -s "$dst/$f" "$out/$f" || cp -f "$dst/$f" "$out/"
+	done
 	echo "build-kernel: cached $dst"
 	exit 0
 fi
