@@ -4,12 +4,17 @@
 # second run (or a fresh clone on the same machine) only copies files.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-$here/out}
+# Absolute: the build below runs in another directory.
+out=$(realpath -m "${1:-$here/out}")
 cache=${KATA_GO_CACHE:-/var/cache/kata-go}
 src_tar=/usr/src/linux-source-6.1.tar.xz
 [ -r "$src_tar" ] || { echo "build-kernel: $src_tar missing (apt-get install linux-source-6.1)" >&2; exit 1; }
 
-key=$( { sha256sum "$src_tar" | cut -d' ' -f1; cat "$here/kernel/kata-go.config" "$0" "$here"/kernel/patches/*.patch; } | sha256sum | cut -c1-16)
+# The cache key covers what decides the kernel's bytes: the source, the
+# config fragment, the patches and this recipe's version (bump it when the
+# build commands below change).
+recipe=2
+key=$( { sha256sum "$src_tar" | cut -d' ' -f1; echo "recipe $recipe"; cat "$here/kernel/kata-go.config" "$here"/kernel/patches/*.patch; } | sha256sum | cut -c1-16)
 dst=$cache/kernel-$key
 mkdir -p "$out"
 if [ -f "$dst/vmlinux" ]; then
