@@ -5,32 +5,19 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
 // cgroupParent is where every container's cgroup lives in the guest. The
 // host's cgroupsPath (often a systemd slice of the host) means nothing here.
 const cgroupParent = "/kata-go"
 
-var procNS = regexp.MustCompile(`^/proc/([0-9]{1,9})/ns/[a-z_]+$`)
-
-// procNSPid extracts PID from /proc/PID/ns/TYPE.
-func procNSPid(path string) (int, bool) {
-	m := procNS.FindStringSubmatch(path)
-	if m == nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(m[1])
-	return pid, err == nil && pid > 1
-}
-
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
-
 func checkID(kind, id string) error {
-	if !validID.MatchString(id) {
+	if !agentapi.ValidID(id) {
 		return fmt.Errorf("invalid %s id %q: want 1-128 of [A-Za-z0-9_.+-], not starting with a symbol", kind, id)
 	}
 	return nil
@@ -85,7 +72,7 @@ func guestSpec(id string, raw []byte, joinable func(pid int) bool) (*specs.Spec,
 		if n.Type == specs.NetworkNamespace {
 			continue
 		}
-		if pid, ok := procNSPid(n.Path); !ok || joinable == nil || !joinable(pid) {
+		if pid, ok := agentapi.ProcNSPid(n.Path); !ok || joinable == nil || !joinable(pid) {
 			n.Path = ""
 		}
 		ns = append(ns, n)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"sync"
 
 	"github.com/containerd/containerd/mount"
@@ -18,8 +17,6 @@ import (
 // execFailedStatus is the status of a process that could not be started,
 // as a shell reports a command it could not execute.
 const execFailedStatus = 127
-
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
 
 // ContainerOptions create a container in the sandbox.
 type ContainerOptions struct {
@@ -45,7 +42,7 @@ type Container struct {
 // CreateContainer prepares the container's files on the host, shares them
 // and creates the container in the guest; its init waits for Start.
 func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *Container, retErr error) {
-	if !validID.MatchString(o.ID) {
+	if !agentapi.ValidID(o.ID) {
 		return nil, fmt.Errorf("container id %q: want 1-128 of [A-Za-z0-9_.+-]", o.ID)
 	}
 	if err := CheckSpec(o.Spec); err != nil {
@@ -154,7 +151,7 @@ func (c *Container) Start(ctx context.Context) error {
 
 // AddExec registers an exec; it runs at StartExec, as containerd expects.
 func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Process, cfg IO) (*Process, error) {
-	if !validID.MatchString(execID) {
+	if !agentapi.ValidID(execID) {
 		return nil, fmt.Errorf("exec id %q: want 1-128 of [A-Za-z0-9_.+-]", execID)
 	}
 	if spec == nil || len(spec.Args) == 0 {

@@ -3,12 +3,11 @@ package sandbox
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-var procNSPath = regexp.MustCompile(`^/proc/[0-9]+/ns/[a-z_]+$`)
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
 
 // guestSpec returns the spec the agent gets: the root and volumes point at
 // the share, and nothing names a host resource the guest cannot have.
@@ -33,7 +32,7 @@ func guestSpec(s *specs.Spec, id string, mounts []specs.Mount) ([]byte, error) {
 		// sandbox (PID being the guest pid we reported) is kept for the
 		// agent to check and join.
 		for i, n := range g.Linux.Namespaces {
-			if !procNSPath.MatchString(n.Path) {
+			if _, ok := agentapi.ProcNSPid(n.Path); !ok {
 				g.Linux.Namespaces[i].Path = ""
 			}
 		}
