@@ -190,15 +190,20 @@ func redirect(h *netlink.Handle, from, to int) error {
 	return nil
 }
 
-// Close drops the taps (their filters go with them), the veths' ingress
-// qdiscs and the tap fds. Safe to call more than once.
-func (p *Pod) Close() error {
+// CloseFiles closes the shim's tap fds only (the devices stay).
+func (p *Pod) CloseFiles() {
 	for i := range p.Endpoints {
 		if p.Endpoints[i].TapFile != nil {
 			p.Endpoints[i].TapFile.Close()
 			p.Endpoints[i].TapFile = nil
 		}
 	}
+}
+
+// Close drops the taps (their filters go with them), the veths' ingress
+// qdiscs and the tap fds. Safe to call more than once.
+func (p *Pod) Close() error {
+	p.CloseFiles()
 	if p.Model == None || len(p.Endpoints) == 0 {
 		return nil
 	}

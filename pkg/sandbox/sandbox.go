@@ -131,18 +131,27 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	// Everything made on the host is recorded on disk before anything else
+	// can fail, so one path (Cleanup, from that record) undoes it: after a
+	// failed start, at Stop, and in `shim delete` after a crash.
+	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel}
+	for _, ep := range pod.Endpoints {
+		state.Taps = append(state.Taps, ep.Tap)
+		state.Veths = append(state.Veths, ep.Veth)
+	}
+	if err := writeState(o.StateDir, state); err != nil {
+		_ = pod.Close()
+		return nil, fmt.Errorf("write sandbox state: %w", err)
+	}
 	defer func() {
 		if retErr != nil {
-			_ = pod.Close()
+			pod.CloseFiles()
 		}
 	}()
-	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel}
 	for i, ep := range pod.Endpoints {
 		if err := vm.AddDevice(hypervisor.NetTap{ID: fmt.Sprintf("net%d", i), MAC: ep.MAC, FDs: []*os.File{ep.TapFile}}); err != nil {
 			return nil, err
 		}
-		state.Taps = append(state.Taps, ep.Tap)
-		state.Veths = append(state.Veths, ep.Veth)
 	}
 	s := &Sandbox{
 		ID: o.ID, stateDir: o.StateDir, shared: shared, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
@@ -342,9 +351,7 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	}
 	s.agent.Close()
 	err := s.vm.Stop(ctx)
-	if nerr := s.net.Close(); nerr != nil {
-		err = errors.Join(err, nerr)
-	}
+	s.net.CloseFiles()
 	if cerr := Cleanup(s.stateDir); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
