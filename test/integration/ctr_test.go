@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -123,27 +124,49 @@ func testUname(t *testing.T, d *daemon) {
 // runs and returns ctr's exit code (the task's status).
 func runAndKill(t *testing.T, d *daemon, id, signal string, args ...string) int {
 	t.Helper()
-	cmd := d.ctrCmd(append([]string{"run", "--rm", "--runtime", kataRuntime, image, id}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.waitStatus(t, id, "RUNNING")
+	r := startRun(t, d, id, args...)
 	time.Sleep(200 * time.Millisecond) // let the shell install its trap
 	if o, e, err := d.ctr("task", "kill", "-s", signal, id); err != nil {
 		t.Fatalf("task kill %s: %v %s %s", signal, err, o, e)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	return r.wait(t, "SIG"+signal)
+}
+
+// foreground is `ctr run --rm` running in the background of a test.
+type foreground struct {
+	d    *daemon
+	id   string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	done chan error
+}
+
+// startRun starts `ctr run --rm` and returns once the task runs.
+func startRun(t *testing.T, d *daemon, id string, args ...string) *foreground {
+	t.Helper()
+	r := &foreground{d: d, id: id, done: make(chan error, 1)}
+	r.cmd = d.ctrCmd(append([]string{"run", "--rm", "--runtime", kataRuntime, image, id}, args...)...)
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	d.waitStatus(t, id, "RUNNING")
+	return r
+}
+
+// wait returns ctr's exit code (the task's status); after 30 s it fails
+// the test, saying what ctr was waiting after.
+func (r *foreground) wait(t *testing.T, after string) int {
+	t.Helper()
 	select {
-	case err := <-done:
+	case err := <-r.done:
 		return exitCode(err)
 	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		d.remove(id)
-		t.Fatalf("ctr run did not end after SIG%s: %s", signal, out.String())
+		_ = r.cmd.Process.Kill()
+		<-r.done
+		r.d.remove(r.id)
+		t.Fatalf("ctr run still waiting 30s after %s: %s", after, r.out.String())
 		return -1
 	}
 }

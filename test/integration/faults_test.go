@@ -48,33 +48,17 @@ func (d *daemon) pidOf(t *testing.T, words ...string) int {
 }
 
 func testVMKilled(t *testing.T, d *daemon) {
-	cmd := d.ctrCmd("run", "--rm", "--runtime", kataRuntime, image, "vmkill", "sleep", "1000")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.waitStatus(t, "vmkill", "RUNNING")
+	r := startRun(t, d, "vmkill", "sleep", "1000")
 	qemu := d.pidOf(t, "qemu-system")
 	killed := time.Now()
 	if err := syscallKill(qemu); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if exitCode(err) == 0 {
-			t.Fatalf("ctr run exited 0 after its VM was killed: %s", out.String())
-		}
-		if took := time.Since(killed); took > 5*time.Second {
-			t.Errorf("task exit seen %s after the VM died, want within 5s", took)
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		d.remove("vmkill")
-		t.Fatalf("ctr run still waiting 30s after the VM was killed: %s", out.String())
+	if code := r.wait(t, "the VM was killed"); code == 0 {
+		t.Fatalf("ctr run exited 0 after its VM was killed: %s", r.out.String())
+	}
+	if took := time.Since(killed); took > 5*time.Second {
+		t.Errorf("task exit seen %s after the VM died, want within 5s", took)
 	}
 }
 
