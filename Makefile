@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 AGENT_VERSION := $(shell git log -1 --format=%h -- cmd/agent pkg/agentapi 2>/dev/null || echo dev)
 AGENT_LDFLAGS := -s -w -X main.version=$(AGENT_VERSION)
 
-.PHONY: all build guest agent install deps test test-unit test-integration bench soak generate check-generated lint clean help
+.PHONY: all build guest agent install deps test test-unit test-integration bench soak conformance generate check-generated lint clean help
 
 all: build guest
 
@@ -25,6 +25,7 @@ help:
 	@echo "install    shim, guest files and config into $(PREFIX) and $(CONFDIR)"
 	@echo "test       unit tests, then the integration tier (root, QEMU, containerd)"
 	@echo "bench      start-time, exec, throughput and memory against runc"
+	@echo "conformance critest (handler kata) against containerd 1.6 and 2.4, offline"
 	@echo "generate   regenerate the agent protocol from pkg/agentapi/agent.proto"
 	@echo "lint       gofmt, go vet, staticcheck, generated code up to date"
 
@@ -75,6 +76,14 @@ bench: build guest
 
 soak: build guest
 	KATA_GO_SOAK=200 $(GO) test -tags integration -count=1 -v -timeout 120m -run Soak ./test/integration/
+
+# critest with handler kata on both daemons, from a local registry of
+# stand-in images (docs/conformance.md). CONFORMANCE_FLAGS adds e.g.
+# -handlers kata,runc or -focus REGEXP.
+conformance: build guest
+	hack/install-deps.sh --test-tools
+	hack/conformance-deps.sh
+	$(GO) run ./test/conformance $(CONFORMANCE_FLAGS)
 
 generate:
 	GOBIN=$(CURDIR)/bin $(GO) install tool

@@ -54,6 +54,13 @@ type Options struct {
 	// CRI configures the CRI plugin: a "kata" runtime handler, CNI from
 	// Debian's plugins with a bridge network, and a local pause image.
 	CRI bool
+	// SandboxImage replaces the local pause image (it is then pulled).
+	SandboxImage string
+	// RegistryHosts is a containerd config_path: a directory of
+	// <registry>/hosts.toml files (mirrors).
+	RegistryHosts string
+	// PortMap adds CNI's portmap plugin, for pods with host ports.
+	PortMap bool
 }
 
 // CRI pod network and images.
@@ -102,11 +109,11 @@ state = %q
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
-%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Sock, d.Sock+".ttrpc", criConfig(o.CRI, dir))), 0o644); err != nil {
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Sock, d.Sock+".ttrpc", criConfig(o, dir))), 0o644); err != nil {
 		return nil, err
 	}
 	if o.CRI {
-		if err := writeCNI(dir); err != nil {
+		if err := writeCNI(dir, o.PortMap); err != nil {
 			return nil, err
 		}
 	}
@@ -148,9 +155,17 @@ state = %q
 	return d, nil
 }
 
-func criConfig(on bool, dir string) string {
-	if !on {
+func criConfig(o Options, dir string) string {
+	if !o.CRI {
 		return ""
+	}
+	pause := PauseImage
+	if o.SandboxImage != "" {
+		pause = o.SandboxImage
+	}
+	registry := ""
+	if o.RegistryHosts != "" {
+		registry = fmt.Sprintf("  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n", o.RegistryHosts)
 	}
 	return fmt.Sprintf(`  sandbox_image = %q
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -162,12 +177,12 @@ func criConfig(on bool, dir string) string {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
-`, PauseImage, filepath.Join(dir, "cni"))
+%s`, pause, filepath.Join(dir, "cni"), registry)
 }
 
 // writeCNI writes a bridge network with host-local addresses: pods of this
 // daemon reach each other over the bridge and nothing else.
-func writeCNI(dir string) error {
+func writeCNI(dir string, portmap bool) error {
 	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
 		return err
 	}
@@ -175,10 +190,15 @@ func writeCNI(dir string) error {
 	if len(bridge) > 15 {
 		bridge = bridge[:15]
 	}
+	pm := ""
+	if portmap {
+		pm = `{"type":"portmap","capabilities":{"portMappings":true}},
+  `
+	}
 	conf := fmt.Sprintf(`{"cniVersion":"0.4.0","name":"kata-go-test","plugins":[
   {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,
    "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"dataDir":%q}},
-  {"type":"loopback"}]}`, bridge, CRISubnet, filepath.Join(dir, "cni-ipam"))
+  %s{"type":"loopback"}]}`, bridge, CRISubnet, filepath.Join(dir, "cni-ipam"), pm)
 	return os.WriteFile(filepath.Join(dir, "cni", "10-kata-go.conflist"), []byte(conf), 0o644)
 }
 
