@@ -110,32 +110,56 @@ func buildImages(busybox, testbin string) ([]testImage, error) {
 // the loader's "/path (addr)".
 var lddLine = regexp.MustCompile(`(?m)^\s*(?:\S+ => )?(/\S+) \(0x`)
 
-// busyboxBase is busybox with hard-linked applets and the libraries it
-// loads, copied from the host under the paths ldd names.
+// hostTools are programs critest runs in its busybox image that no
+// busybox build has; Debian's, with their libraries, stand in.
+var hostTools = [][2]string{{"usr/bin/ipcs", "/usr/bin/ipcs"}, {"usr/bin/pgrep", "/usr/bin/pgrep"}}
+
+// busyboxBase is busybox with hard-linked applets (run as programs, not
+// in-process), hostTools, and the libraries all of them load, copied from
+// the host under the paths ldd names.
 func busyboxBase(busybox string) ([]ociimage.Entry, error) {
 	entries, err := ociimage.BusyboxEntries(busybox, true)
 	if err != nil {
 		return nil, err
 	}
-	out, err := exec.Command("ldd", busybox).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w", busybox, err)
-	}
-	dirs := map[string]bool{}
-	for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
-		lib := strings.TrimPrefix(m[1], "/")
-		for d := filepath.Dir(lib); d != "." && !dirs[d]; d = filepath.Dir(d) {
-			dirs[d] = true
-		}
-		e, err := ociimage.HostFile(lib, 0o755, m[1])
+	progs := []string{busybox}
+	for _, t := range hostTools {
+		dest, host := t[0], t[1]
+		e, err := ociimage.HostFile(dest, 0o755, host)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (apt-get install procps util-linux)", err)
 		}
 		entries = append(entries, e)
+		progs = append(progs, host)
+	}
+	dirs := map[string]bool{}
+	libs := map[string]bool{}
+	for _, prog := range progs {
+		out, err := exec.Command("ldd", prog).Output()
+		if err != nil {
+			return nil, fmt.Errorf("ldd %s: %w", prog, err)
+		}
+		for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
+			lib := strings.TrimPrefix(m[1], "/")
+			if libs[lib] {
+				continue
+			}
+			libs[lib] = true
+			for d := filepath.Dir(lib); d != "." && !dirs[d]; d = filepath.Dir(d) {
+				dirs[d] = true
+			}
+			e, err := ociimage.HostFile(lib, 0o755, m[1])
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, e)
+		}
 	}
 	var dirEntries []ociimage.Entry
 	for d := range dirs {
-		dirEntries = append(dirEntries, ociimage.Entry{Name: d, Type: tar.TypeDir, Mode: 0o755})
+		if d != "usr" && d != "usr/bin" && d != "bin" {
+			dirEntries = append(dirEntries, ociimage.Dir(d, 0o755))
+		}
 	}
 	// Parents before children, whatever order the map gave.
 	sort.Slice(dirEntries, func(i, j int) bool {
@@ -145,5 +169,12 @@ func busyboxBase(busybox string) ([]ociimage.Entry, error) {
 		}
 		return a < b
 	})
-	return append(dirEntries, entries...), nil
+	// Skeleton first (it makes usr/bin), then library dirs, then files.
+	skeleton := 0
+	for skeleton < len(entries) && entries[skeleton].Type == tar.TypeDir {
+		skeleton++
+	}
+	out := append([]ociimage.Entry{}, entries[:skeleton]...)
+	out = append(out, dirEntries...)
+	return append(out, entries[skeleton:]...), nil
 }

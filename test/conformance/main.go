@@ -29,6 +29,7 @@ import (
 func main() {
 	var (
 		cacheDir = flag.String("deps", "/var/cache/kata-go/conformance", "critest, registry and busybox from hack/conformance-deps.sh")
+		crictl   = flag.String("crictl", "/var/cache/kata-go/cri-tools/crictl", "crictl from make deps, to remove pods critest leaves")
 		shimDir  = flag.String("shim-dir", "bin", "directory holding containerd-shim-kata-v2")
 		kernel   = flag.String("kernel", "guest/out/vmlinux", "guest kernel")
 		initrd   = flag.String("initrd", "guest/out/initrd.img", "guest initrd")
@@ -42,7 +43,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok, err := run(ctx, config{
-		deps: *cacheDir, shimDir: *shimDir, kernel: *kernel, initrd: *initrd,
+		deps: *cacheDir, crictl: *crictl, shimDir: *shimDir, kernel: *kernel, initrd: *initrd,
 		daemons: strings.Split(*daemons, ","), handlers: strings.Split(*handlers, ","),
 		focus: *focus, report: *report, keep: *keep,
 	})
@@ -56,18 +57,20 @@ func main() {
 }
 
 type config struct {
-	deps, shimDir, kernel, initrd string
-	daemons, handlers             []string
-	focus, report                 string
-	keep                          bool
+	deps, crictl, shimDir, kernel, initrd string
+	daemons, handlers                     []string
+	focus, report                         string
+	keep                                  bool
 }
 
 // outcome is one critest run.
 type outcome struct {
 	daemon, handler string
 	results         []result
-	leftovers       []string
-	elapsed         time.Duration
+	// strayPods are pods critest itself did not remove.
+	strayPods []string
+	leftovers []string
+	elapsed   time.Duration
 }
 
 func run(ctx context.Context, c config) (bool, error) {
@@ -78,7 +81,7 @@ func run(ctx context.Context, c config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, p := range []string{c.kernel, c.initrd, filepath.Join(c.shimDir, "containerd-shim-kata-v2"),
+	for _, p := range []string{c.kernel, c.initrd, filepath.Join(c.shimDir, "containerd-shim-kata-v2"), c.crictl,
 		filepath.Join(c.deps, "critest"), filepath.Join(c.deps, "registry"), filepath.Join(c.deps, "busybox-root/bin/busybox")} {
 		if _, err := os.Stat(p); err != nil {
 			return false, fmt.Errorf("missing %s (make build guest, hack/conformance-deps.sh): %w", p, err)
@@ -183,6 +186,13 @@ func runOne(ctx context.Context, c config, spec ctrenv.Spec, handler, shimDir, h
 	if err != nil {
 		return o, err
 	}
+	// A spec that fails before it records its pod's id leaves the pod to
+	// no one. Remove such pods through CRI, as a kubelet would, so the
+	// check below finds only what kata-go failed to clean up.
+	o.strayPods, err = removePods(ctx, c.crictl, d.Sock)
+	if err != nil {
+		return o, err
+	}
 	if err := d.WaitClean(30 * time.Second); err != nil {
 		o.leftovers = d.Leftovers()
 	}
@@ -191,6 +201,23 @@ func runOne(ctx context.Context, c config, spec ctrenv.Spec, handler, shimDir, h
 		return o, err
 	}
 	return o, nil
+}
+
+// removePods stops and removes every pod, returning their ids.
+func removePods(ctx context.Context, crictl, sock string) ([]string, error) {
+	ep := "unix://" + sock
+	out, err := exec.CommandContext(ctx, crictl, "-r", ep, "-i", ep, "pods", "-q").Output()
+	if err != nil {
+		return nil, fmt.Errorf("crictl pods: %w", err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if out, err := exec.CommandContext(ctx, crictl, "-r", ep, "-i", ep, "rmp", "-f", "-a").CombinedOutput(); err != nil {
+		return ids, fmt.Errorf("crictl rmp -fa: %w: %s", err, out)
+	}
+	return ids, nil
 }
 
 // leftNetns lists pod network namespaces CRI did not remove.

@@ -48,6 +48,10 @@ func summarize(w io.Writer, reportPath string, outcomes []outcome, ks []known) (
 				fmt.Fprintf(&details, "- passes though listed: %s\n", r.Name)
 			}
 		}
+		if len(o.strayPods) > 0 {
+			fmt.Fprintf(w, "  critest left %d pod(s), removed through CRI before the leftover check: %s\n", len(o.strayPods), strings.Join(o.strayPods, " "))
+			fmt.Fprintf(&details, "- critest left %d pod(s) (removed through CRI before the leftover check)\n", len(o.strayPods))
+		}
 		for _, l := range o.leftovers {
 			ok = false
 			fmt.Fprintf(w, "  LEFT BEHIND: %s\n", l)
