@@ -54,10 +54,22 @@ func CheckSpec(s *specs.Spec) error {
 	if s.Linux == nil {
 		return fmt.Errorf("OCI spec: linux section missing")
 	}
+	if !hasNamespace(s, specs.NetworkNamespace) {
+		return fmt.Errorf("OCI spec: linux.namespaces has no network namespace, which asks for host networking (hostNetwork, --net-host): a VM cannot share the host's network; run this pod with runc")
+	}
 	for _, m := range s.Mounts {
 		if m.Destination == "" || m.Destination[0] != '/' {
 			return fmt.Errorf("OCI spec: mount destination %q is not an absolute path", m.Destination)
 		}
 	}
 	return nil
+}
+
+func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == t {
+			return true
+		}
+	}
+	return false
 }

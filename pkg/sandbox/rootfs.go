@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/kata-go/kata-go/internal/mountinfo"
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
@@ -31,6 +32,8 @@ type HostFS interface {
 	Bind(source, target string, readOnly bool) error
 	// IsTmpfs reports whether path is on a tmpfs.
 	IsTmpfs(path string) bool
+	// HasSubmounts reports whether anything is mounted below path.
+	HasSubmounts(path string) bool
 }
 
 // realFS is the host's mount table.
@@ -49,6 +52,15 @@ func (realFS) Bind(source, target string, readOnly bool) error {
 		}
 	}
 	return nil
+}
+
+func (realFS) HasSubmounts(path string) bool {
+	for _, m := range mountinfo.Under(filepath.Clean(path)) {
+		if m != filepath.Clean(path) {
+			return true
+		}
+	}
+	return false
 }
 
 func (realFS) IsTmpfs(path string) bool {
@@ -171,9 +183,28 @@ func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mo
 		if err := fs.Bind(m.Source, target, ro); err != nil {
 			return nil, nil, fmt.Errorf("share %s: %w", m.Source, err)
 		}
+		// The guest sees a shared volume as one filesystem, so a guest
+		// read-only bind would also cover what is mounted below the
+		// source. A plain "ro" is not recursive: there the host bind
+		// (read-only at its top only) enforces it, and the guest binds
+		// read-write so the submounts stay writable.
+		if ro && fs.HasSubmounts(m.Source) {
+			m.Options = without(m.Options, "ro")
+		}
 		m.Source = guestContainerShare(id) + "/mounts/" + name
 		m.Type = "bind"
 		out = append(out, m)
 	}
 	return out, storages, nil
+}
+
+// without is opts less every o.
+func without(opts []string, o string) []string {
+	out := make([]string, 0, len(opts))
+	for _, x := range opts {
+		if x != o {
+			out = append(out, x)
+		}
+	}
+	return out
 }

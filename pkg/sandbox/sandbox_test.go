@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,8 +24,14 @@ func spec(args ...string) *specs.Spec {
 	return &specs.Spec{
 		Process: &specs.Process{Args: args, Cwd: "/"},
 		Root:    &specs.Root{Path: "rootfs"},
-		Linux:   &specs.Linux{},
+		Linux:   podNet(),
 	}
+}
+
+// podNet is a linux section with its own network namespace, as every
+// spec kata-go accepts has.
+func podNet() *specs.Linux {
+	return &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}}
 }
 
 func start(t *testing.T, s *specs.Spec, deps sandbox.Deps) (*sandbox.Sandbox, string, error) {
@@ -206,7 +213,8 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{&specs.Spec{Process: &specs.Process{Cwd: "/"}, Linux: &specs.Linux{}}, "process.args"},
 		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "tmp"}, Linux: &specs.Linux{}}, "process.cwd"},
 		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}}, "linux"},
-		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}, Linux: &specs.Linux{}, Mounts: []specs.Mount{{Destination: "rel"}}}, "mount destination"},
+		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}, Linux: &specs.Linux{}}, "host networking"},
+		{&specs.Spec{Process: &specs.Process{Args: []string{"x"}, Cwd: "/"}, Linux: podNet(), Mounts: []specs.Mount{{Destination: "rel"}}}, "mount destination"},
 	}
 	for _, c := range cases {
 		if err := sandbox.CheckSpec(c.s); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -219,7 +227,7 @@ func FuzzCheckSpecAndGuestPaths(f *testing.F) {
 	f.Add("c1", "/", "sh", "/data")
 	f.Add("x", "tmp", "", "rel")
 	f.Fuzz(func(t *testing.T, id, cwd, arg, dest string) {
-		s := &specs.Spec{Process: &specs.Process{Args: []string{arg}, Cwd: cwd}, Linux: &specs.Linux{}, Mounts: []specs.Mount{{Destination: dest, Type: "tmpfs"}}}
+		s := &specs.Spec{Process: &specs.Process{Args: []string{arg}, Cwd: cwd}, Linux: podNet(), Mounts: []specs.Mount{{Destination: dest, Type: "tmpfs"}}}
 		if err := sandbox.CheckSpec(s); err != nil {
 			return
 		}
@@ -227,4 +235,43 @@ func FuzzCheckSpecAndGuestPaths(f *testing.F) {
 			t.Fatalf("accepted relative path cwd=%q dest=%q", cwd, dest)
 		}
 	})
+}
+
+// A plain "ro" volume is read-only at its top only (runc's non-recursive
+// semantics): with mounts below the source, the guest bind stays
+// read-write and the host bind, read-only at its top, enforces it.
+func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
+	deps, env := sandboxtest.Deps(nil)
+	sb, _, err := start(t, spec("true"), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	plain, nested := filepath.Join(host, "plain"), filepath.Join(host, "with-submounts")
+	for _, d := range []string{plain, nested} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := spec("true")
+	s.Mounts = []specs.Mount{
+		{Destination: "/plain", Type: "bind", Source: plain, Options: []string{"rbind", "ro"}},
+		{Destination: "/nested", Type: "bind", Source: nested, Options: []string{"rbind", "ro"}},
+	}
+	if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: "c1", Bundle: t.TempDir(), Spec: s}); err != nil {
+		t.Fatal(err)
+	}
+	opts := map[string][]string{}
+	for _, m := range env.Agent.Spec("c1").Mounts {
+		opts[m.Destination] = m.Options
+	}
+	if !slices.Contains(opts["/plain"], "ro") {
+		t.Errorf("/plain options %v: a volume with nothing below stays read-only in the guest", opts["/plain"])
+	}
+	if slices.Contains(opts["/nested"], "ro") {
+		t.Errorf("/nested options %v: a guest ro bind would make its submounts read-only too", opts["/nested"])
+	}
+	if !slices.Contains(env.FS.ReadOnly(), nested) {
+		t.Errorf("host binds read-only: %v, want %s among them", env.FS.ReadOnly(), nested)
+	}
 }

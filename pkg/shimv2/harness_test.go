@@ -128,7 +128,7 @@ func (h *harness) bundle(id string, ann map[string]string, args ...string) strin
 		Root:        &specs.Root{Path: "rootfs"},
 		Hostname:    id,
 		Annotations: ann,
-		Linux:       &specs.Linux{},
+		Linux:       &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}},
 	}
 	data, err := json.Marshal(&s)
 	if err != nil {

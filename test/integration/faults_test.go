@@ -117,6 +117,7 @@ func testBadInput(t *testing.T, d *daemon) {
 	}{
 		{"missing executable", []string{image, "bad", "/no/such/bin"}, "/no/such/bin"},
 		{"relative cwd", []string{"--cwd", "rel/dir", image, "bad", "true"}, "process.cwd"},
+		{"host networking", []string{"--net-host", image, "bad", "true"}, "host networking"},
 		{"missing kernel", []string{"--runtime-config-path", hv("kernel", "/nonexistent/vmlinux"), image, "bad", "true"}, "/nonexistent/vmlinux"},
 		{"missing initrd", []string{"--runtime-config-path", hv("initrd", "/nonexistent/initrd.img"), image, "bad", "true"}, "/nonexistent/initrd.img"},
 		{"missing qemu", []string{"--runtime-config-path", cfg("[hypervisor]\npath = \"/nonexistent/qemu\""), image, "bad", "true"}, "/nonexistent/qemu"},

@@ -87,9 +87,10 @@ func (h *Hypervisor) ConsoleLog() string { return filepath.Join(h.Cfg.StateDir, 
 
 // HostFS records mounts instead of making them.
 type HostFS struct {
-	// mu guards binds.
-	mu    sync.Mutex
-	binds []string
+	// mu guards binds and readOnly.
+	mu       sync.Mutex
+	binds    []string
+	readOnly []string
 }
 
 var _ sandbox.HostFS = (*HostFS)(nil)
@@ -105,8 +106,21 @@ func (f *HostFS) Bind(source, target string, ro bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.binds = append(f.binds, source+"->"+target)
+	if ro {
+		f.readOnly = append(f.readOnly, source)
+	}
 	return nil
 }
+
+// ReadOnly lists the sources bound read-only.
+func (f *HostFS) ReadOnly() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.readOnly...)
+}
+
+// HasSubmounts says paths containing "submounts" have mounts below them.
+func (f *HostFS) HasSubmounts(path string) bool { return strings.Contains(path, "submounts") }
 
 // IsTmpfs says paths containing "tmpfs" are on a tmpfs.
 func (f *HostFS) IsTmpfs(path string) bool { return strings.Contains(path, "tmpfs") }
