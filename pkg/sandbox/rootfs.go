@@ -28,12 +28,43 @@ func guestContainerShare(id string) string { return guestSharedRoot + "/" + id }
 type HostFS interface {
 	// MountAll mounts containerd's rootfs mounts on target.
 	MountAll(mounts []mount.Mount, target string) error
-	// Bind bind-mounts source on target (recursively), read-only if asked.
-	Bind(source, target string, readOnly bool) error
+	// Bind bind-mounts source on target (recursively) with the access asked.
+	Bind(source, target string, a Access) error
 	// IsTmpfs reports whether path is on a tmpfs.
 	IsTmpfs(path string) bool
 	// HasSubmounts reports whether anything is mounted below path.
 	HasSubmounts(path string) bool
+}
+
+// Access is how a shared bind may be written.
+type Access int
+
+const (
+	// ReadWrite leaves the bind writable.
+	ReadWrite Access = iota
+	// ReadOnly is OCI's "ro": the bind is read-only at its top only, what
+	// is mounted below keeps its own flags.
+	ReadOnly
+	// ReadOnlyRecursive is OCI's "rro": every mount in the bind is
+	// read-only.
+	ReadOnlyRecursive
+)
+
+// accessOf reads a bind's access from its OCI options (the last word wins,
+// as in runc).
+func accessOf(opts []string) Access {
+	a := ReadWrite
+	for _, o := range opts {
+		switch o {
+		case "ro":
+			a = ReadOnly
+		case "rro":
+			a = ReadOnlyRecursive
+		case "rw":
+			a = ReadWrite
+		}
+	}
+	return a
 }
 
 // realFS is the host's mount table.
@@ -41,15 +72,21 @@ type realFS struct{}
 
 func (realFS) MountAll(mounts []mount.Mount, target string) error { return mount.All(mounts, target) }
 
-func (realFS) Bind(source, target string, readOnly bool) error {
+func (realFS) Bind(source, target string, a Access) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return err
 	}
-	if readOnly {
-		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
-			_ = unix.Unmount(target, unix.MNT_DETACH)
-			return fmt.Errorf("make %s read-only: %w", target, err)
-		}
+	var err error
+	switch a {
+	case ReadOnly:
+		// A remount changes only the mount it names, never those below.
+		err = unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	case ReadOnlyRecursive:
+		err = unix.MountSetattr(-1, target, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	}
+	if err != nil {
+		_ = unix.Unmount(target, unix.MNT_DETACH)
+		return fmt.Errorf("make %s read-only: %w", target, err)
 	}
 	return nil
 }
@@ -110,7 +147,7 @@ func mountRootfs(fs HostFS, share string, bundle string, rootfs []mount.Mount, r
 	if !filepath.IsAbs(src) {
 		src = filepath.Join(bundle, src)
 	}
-	if err := fs.Bind(src, target, false); err != nil {
+	if err := fs.Bind(src, target, ReadWrite); err != nil {
 		return "", fmt.Errorf("bind rootfs %s: %w", src, err)
 	}
 	return target, nil
@@ -176,19 +213,17 @@ func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mo
 		if err != nil && !os.IsExist(err) {
 			return nil, nil, err
 		}
-		ro := false
-		for _, o := range m.Options {
-			ro = ro || o == "ro"
-		}
-		if err := fs.Bind(m.Source, target, ro); err != nil {
+		access := accessOf(m.Options)
+		if err := fs.Bind(m.Source, target, access); err != nil {
 			return nil, nil, fmt.Errorf("share %s: %w", m.Source, err)
 		}
 		// The guest sees a shared volume as one filesystem, so a guest
-		// read-only bind would also cover what is mounted below the
-		// source. A plain "ro" is not recursive: there the host bind
+		// read-only bind also covers what is mounted below the source:
+		// right for "rro" (kept, the guest enforces it too), wrong for a
+		// plain "ro", which is not recursive. There the host bind
 		// (read-only at its top only) enforces it, and the guest binds
 		// read-write so the submounts stay writable.
-		if ro && fs.HasSubmounts(m.Source) {
+		if access == ReadOnly && fs.HasSubmounts(m.Source) {
 			m.Options = without(m.Options, "ro")
 		}
 		m.Source = guestContainerShare(id) + "/mounts/" + name

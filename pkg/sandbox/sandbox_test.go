@@ -239,7 +239,8 @@ func FuzzCheckSpecAndGuestPaths(f *testing.F) {
 
 // A plain "ro" volume is read-only at its top only (runc's non-recursive
 // semantics): with mounts below the source, the guest bind stays
-// read-write and the host bind, read-only at its top, enforces it.
+// read-write and the host bind, read-only at its top, enforces it. "rro"
+// is read-only all the way down on both sides.
 func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
 	deps, env := sandboxtest.Deps(nil)
 	sb, _, err := start(t, spec("true"), deps)
@@ -247,8 +248,8 @@ func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := t.TempDir()
-	plain, nested := filepath.Join(host, "plain"), filepath.Join(host, "with-submounts")
-	for _, d := range []string{plain, nested} {
+	plain, nested, rro := filepath.Join(host, "plain"), filepath.Join(host, "with-submounts"), filepath.Join(host, "rro-submounts")
+	for _, d := range []string{plain, nested, rro} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -257,6 +258,7 @@ func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
 	s.Mounts = []specs.Mount{
 		{Destination: "/plain", Type: "bind", Source: plain, Options: []string{"rbind", "ro"}},
 		{Destination: "/nested", Type: "bind", Source: nested, Options: []string{"rbind", "ro"}},
+		{Destination: "/rro", Type: "bind", Source: rro, Options: []string{"rbind", "rro"}},
 	}
 	if _, err := sb.CreateContainer(context.Background(), sandbox.ContainerOptions{ID: "c1", Bundle: t.TempDir(), Spec: s}); err != nil {
 		t.Fatal(err)
@@ -273,5 +275,9 @@ func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
 	}
 	if !slices.Contains(env.FS.ReadOnly(), nested) {
 		t.Errorf("host binds read-only: %v, want %s among them", env.FS.ReadOnly(), nested)
+	}
+	// "rro" is recursive on both sides: the host bind and the guest's.
+	if !slices.Contains(opts["/rro"], "rro") || !slices.Contains(env.FS.ReadOnly(), rro+" (recursive)") {
+		t.Errorf("/rro: guest options %v, host read-only binds %v: want rro on both", opts["/rro"], env.FS.ReadOnly())
 	}
 }

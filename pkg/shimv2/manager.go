@@ -2,6 +2,7 @@ package shimv2
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +16,10 @@ import (
 	"github.com/containerd/containerd/plugin"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/sandbox"
@@ -174,8 +178,32 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
 }
 
+// featuresTypeURL is how containerd names runtime-spec's features
+// document inside an Any (core/runtime/typeurl.go registers it).
+const featuresTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+
+// mountOptions are the OCI mount options kata-go honours: the guest's
+// libcontainer applies them, and shared volumes get "ro" and "rro" right
+// on the host side too. containerd 2.x enables recursive read-only
+// mounts for a runtime only when "rro" is listed.
+var mountOptions = []string{
+	"async", "atime", "bind", "defaults", "dev", "diratime", "exec", "noatime", "nodev", "nodiratime",
+	"noexec", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "ro", "rprivate",
+	"rro", "rshared", "rslave", "rw", "shared", "slave", "strictatime", "suid", "sync",
+}
+
 // RuntimeInfo answers containerd 2.x's `shim -info` (a types.RuntimeInfo
-// protobuf on stdout); without it containerd logs an error at every create.
+// protobuf on stdout); without it containerd logs an error at every create,
+// and from its features containerd's CRI learns what the runtime supports.
 func RuntimeInfo(name, version string) ([]byte, error) {
-	return proto.Marshal(&apitypes.RuntimeInfo{Name: name, Version: &apitypes.RuntimeVersion{Version: version}})
+	f, err := json.Marshal(&features.Features{
+		OCIVersionMin: "1.0.0", OCIVersionMax: specs.Version, MountOptions: mountOptions,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(&apitypes.RuntimeInfo{
+		Name: name, Version: &apitypes.RuntimeVersion{Version: version},
+		Features: &anypb.Any{TypeUrl: featuresTypeURL, Value: f},
+	})
 }

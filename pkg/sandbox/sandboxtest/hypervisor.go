@@ -102,17 +102,21 @@ func (f *HostFS) MountAll(mounts []mount.Mount, target string) error {
 	return nil
 }
 
-func (f *HostFS) Bind(source, target string, ro bool) error {
+func (f *HostFS) Bind(source, target string, a sandbox.Access) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.binds = append(f.binds, source+"->"+target)
-	if ro {
+	switch a {
+	case sandbox.ReadOnly:
 		f.readOnly = append(f.readOnly, source)
+	case sandbox.ReadOnlyRecursive:
+		f.readOnly = append(f.readOnly, source+" (recursive)")
 	}
 	return nil
 }
 
-// ReadOnly lists the sources bound read-only.
+// ReadOnly lists the sources bound read-only ("(recursive)" appended for
+// rro).
 func (f *HostFS) ReadOnly() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
