@@ -118,7 +118,10 @@ state = %q
 		}
 	}
 	d.cmd = exec.Command(s.Containerd, "--config", cfg)
-	d.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"), "KATA_GO_CONFIG="+d.KataCfg)
+	// kata-go's shim first; then the daemon's own directory, so a runc
+	// handler gets the runc shim of the same containerd release (an older
+	// one cannot read a newer daemon's bootstrap).
+	d.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+filepath.Dir(s.Containerd)+":"+os.Getenv("PATH"), "KATA_GO_CONFIG="+d.KataCfg)
 	if err := d.launch(); err != nil {
 		return nil, err
 	}
