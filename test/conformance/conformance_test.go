@@ -78,4 +78,13 @@ func TestReportCountsAndVerdict(t *testing.T) {
 	if ok {
 		t.Error("run that left a VM behind judged ok")
 	}
+	ok, _ = summarize(&out, filepath.Join(dir, "r.md"), []outcome{{daemon: "d", handler: "kata", results: rs[3:]}}, ks)
+	if !ok {
+		t.Errorf("run with only known failures judged failed:\n%s", out.String())
+	}
+	passing := []result{{Name: "[k8s.io] D known", Status: "passed"}}
+	ok, _ = summarize(&out, filepath.Join(dir, "r.md"), []outcome{{daemon: "d", handler: "kata", results: passing}}, ks)
+	if ok {
+		t.Error("a listed failure that now passes was not flagged")
+	}
 }

@@ -10,7 +10,8 @@ import (
 
 // summarize prints counts and each failure with its known reason (or
 // UNEXPECTED), writes the same as Markdown to reportPath, and says whether
-// the run met the bar: no unexpected failure and nothing left behind.
+// the run met the bar: no unexpected failure, no listed failure passing
+// (the list must shrink when kata-go gets better) and nothing left behind.
 func summarize(w io.Writer, reportPath string, outcomes []outcome, ks []known) (bool, error) {
 	ok := true
 	var md bytes.Buffer
@@ -44,6 +45,7 @@ func summarize(w io.Writer, reportPath string, outcomes []outcome, ks []known) (
 				fmt.Fprintf(w, "  UNEXPECTED failure: %s\n    %s\n", r.Name, firstLine(r.Message))
 				fmt.Fprintf(&details, "- UNEXPECTED: %s — `%s`\n", r.Name, firstLine(r.Message))
 			case r.Status == "passed" && isKnown:
+				ok = false
 				fmt.Fprintf(w, "  listed as known but passed, take it off known-failures.toml: %s\n", r.Name)
 				fmt.Fprintf(&details, "- passes though listed: %s\n", r.Name)
 			}
