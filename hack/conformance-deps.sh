@@ -15,7 +15,18 @@ export PATH=/usr/local/go/bin:$PATH
 dir=${KATA_GO_CONFORMANCE_DIR:-/var/cache/kata-go/conformance}
 mkdir -p "$dir"
 
-command -v iptables >/dev/null || { echo "conformance-deps: apt-get install iptables (CNI portmap needs it)"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; }
+# iptables: CNI portmap; procps, util-linux: pgrep and ipcs for the busybox
+# image (no busybox build has them).
+missing=()
+for p in iptables procps util-linux; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "conformance-deps: apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if [ ! -x "$dir/critest" ]; then
 	echo "conformance-deps: building critest v1.37.0"
@@ -37,5 +48,7 @@ if [ ! -x "$ctd2/containerd-shim-runc-v2" ]; then
 fi
 if [ ! -x "$dir/busybox-root/bin/busybox" ]; then
 	echo "conformance-deps: fetching Debian's busybox package"
-	(cd "$dir" && rm -f busybox_*.deb && apt-get download busybox 2>/dev/null && dpkg-deb -x busybox_*.deb busybox-root)
+	(cd "$dir" && rm -f busybox_*.deb &&
+		{ apt-get download busybox >/dev/null 2>&1 || { apt-get update -qq && apt-get download busybox >/dev/null 2>&1; }; } &&
+		dpkg-deb -x busybox_*.deb busybox-root)
 fi
