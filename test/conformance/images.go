@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -42,12 +43,12 @@ func buildImages(busybox, testbin string) ([]testImage, error) {
 	if err != nil {
 		return nil, err
 	}
-	tb, err := ociimage.HostFile("x", 0o755, testbin)
+	tb, err := os.ReadFile(testbin)
 	if err != nil {
 		return nil, err
 	}
 	bin := func(name string, mode int64) ociimage.Entry {
-		return ociimage.File(name, mode, tb.Data)
+		return ociimage.File(name, mode, tb)
 	}
 	accounts := func(pw, gr string) []ociimage.Entry {
 		return []ociimage.Entry{ociimage.File("etc/passwd", 0o644, []byte(pw)), ociimage.File("etc/group", 0o644, []byte(gr))}
