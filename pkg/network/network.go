@@ -47,6 +47,13 @@ type Pod struct {
 	Model     Model
 	Endpoints []Endpoint
 	Routes    []Route
+	// GuestLinkAddr, when set, is an address the first endpoint's guest
+	// NIC must also carry: the guest's end of the namespace's link for
+	// port-forward (see localforward.go).
+	GuestLinkAddr string
+	// LocalForwardErr says why port-forward could not be set up (the pod
+	// works without it).
+	LocalForwardErr error
 }
 
 // Wire scans netnsPath and wires every veth with an address. A namespace
@@ -85,6 +92,15 @@ func Wire(netnsPath string, model Model) (_ *Pod, retErr error) {
 			ep.Tap = fmt.Sprintf("tap%d_kata", len(p.Endpoints))
 			if err := wireOne(h, l, &ep, model); err != nil {
 				return fmt.Errorf("wire %s: %w", ep.Veth, err)
+			}
+			// A macvtap's own traffic leaves by the veth, never the VM,
+			// so only the tc model can carry port-forward.
+			if len(p.Endpoints) == 0 && model == TCFilter {
+				if tap, err := h.LinkByName(ep.Tap); err != nil {
+					p.LocalForwardErr = err
+				} else if p.LocalForwardErr = enableLocalForward(h, tap); p.LocalForwardErr == nil {
+					p.GuestLinkAddr = guestLinkAddr
+				}
 			}
 			p.Endpoints = append(p.Endpoints, ep)
 			routes, err := h.RouteList(l, netlink.FAMILY_V4)
@@ -169,6 +185,13 @@ func wireOne(h *netlink.Handle, veth netlink.Link, ep *Endpoint, model Model) er
 	return redirect(h, l.Attrs().Index, veth.Attrs().Index)
 }
 
+// Filter priorities on an ingress qdisc: lower runs first.
+const (
+	passIPPriority   = 1
+	passARPPriority  = 2
+	redirectPriority = 3
+)
+
 // redirect sends all ingress traffic of from out of to (u32 match-all with
 // a mirred egress redirect; matchall/flower are not always built).
 func redirect(h *netlink.Handle, from, to int) error {
@@ -177,7 +200,7 @@ func redirect(h *netlink.Handle, from, to int) error {
 		return fmt.Errorf("add ingress qdisc: %w", err)
 	}
 	f := &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: from, Parent: netlink.MakeHandle(0xffff, 0), Priority: 1, Protocol: unix.ETH_P_ALL},
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: from, Parent: netlink.MakeHandle(0xffff, 0), Priority: redirectPriority, Protocol: unix.ETH_P_ALL},
 		Sel:         &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Nkeys: 1, Keys: []netlink.TcU32Key{{Mask: 0, Val: 0}}},
 		Actions: []netlink.Action{&netlink.MirredAction{
 			ActionAttrs:  netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
@@ -209,6 +232,9 @@ func (p *Pod) Close() error {
 	}
 	err := inNetNS(p.NetNS, func(h *netlink.Handle) error {
 		var errs []error
+		if p.GuestLinkAddr != "" {
+			disableLocalForward(p.Endpoints[0].Tap)
+		}
 		for _, ep := range p.Endpoints {
 			if l, err := h.LinkByName(ep.Tap); err == nil {
 				errs = append(errs, h.LinkDel(l))

@@ -134,7 +134,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	// Everything made on the host is recorded on disk before anything else
 	// can fail, so one path (Cleanup, from that record) undoes it: after a
 	// failed start, at Stop, and in `shim delete` after a crash.
-	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel}
+	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel, GuestLinkAddr: pod.GuestLinkAddr}
 	for _, ep := range pod.Endpoints {
 		state.Taps = append(state.Taps, ep.Tap)
 		state.Veths = append(state.Veths, ep.Veth)
@@ -212,10 +212,16 @@ func netnsOf(s *specs.Spec) string {
 // configureGuestNetwork gives the guest NICs the pod's addresses and routes.
 func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
 	names := map[string]string{} // veth -> guest name
-	for _, ep := range s.net.Endpoints {
+	if s.net.LocalForwardErr != nil {
+		s.log.Warn("port-forward to this pod will not work", "err", s.net.LocalForwardErr)
+	}
+	for i, ep := range s.net.Endpoints {
 		var addrs []*agentapi.IPAddress
 		for _, a := range ep.Addrs {
 			addrs = append(addrs, &agentapi.IPAddress{Address: a})
+		}
+		if i == 0 && s.net.GuestLinkAddr != "" {
+			addrs = append(addrs, &agentapi.IPAddress{Address: s.net.GuestLinkAddr})
 		}
 		r, err := s.agent.UpdateInterface(ctx, &agentapi.UpdateInterfaceRequest{Interface: &agentapi.Interface{
 			HwAddr: ep.MAC, Mtu: uint32(ep.MTU), Addresses: addrs,

@@ -37,6 +37,8 @@ type diskState struct {
 	NetworkModel string   `json:"network_model,omitempty"`
 	Taps         []string `json:"taps,omitempty"`
 	Veths        []string `json:"veths,omitempty"`
+	// GuestLinkAddr says the namespace has port-forward NAT rules to drop.
+	GuestLinkAddr string `json:"guest_link_addr,omitempty"`
 }
 
 // processRef names a host process; the start time guards against pid reuse.
@@ -144,7 +146,7 @@ func Cleanup(dir string) error {
 			killRef(p)
 		}
 		if len(s.Taps) > 0 {
-			pod := &network.Pod{NetNS: s.NetNS, Model: network.Model(s.NetworkModel)}
+			pod := &network.Pod{NetNS: s.NetNS, Model: network.Model(s.NetworkModel), GuestLinkAddr: s.GuestLinkAddr}
 			for i := range s.Taps {
 				pod.Endpoints = append(pod.Endpoints, network.Endpoint{Tap: s.Taps[i], Veth: s.Veths[i]})
 			}

@@ -4,11 +4,17 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
 )
 
 // netns runs `ip` inside (or on) namespaces the test owns.
@@ -58,7 +64,8 @@ func testPodNetwork(t *testing.T, d *daemon, model string) {
 	cfg := filepath.Join(t.TempDir(), "kata.toml")
 	writeFile(t, cfg, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[runtime]\nstate_root = %q\nnetwork_model = %q\n",
 		guestFile("vmlinux"), guestFile("initrd.img"), d.stateRoot, model))
-	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--runtime-config-path", cfg, "--with-ns", "network:"+nsPath, image, "net", "sleep", "1000"); err != nil {
+	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--runtime-config-path", cfg, "--with-ns", "network:"+nsPath, image, "net",
+		"sh", "-c", "echo hello-from-guest > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"); err != nil {
 		t.Fatalf("run: %v %s", err, e)
 	}
 	d.waitStatus(t, "net", "RUNNING")
@@ -82,6 +89,14 @@ func testPodNetwork(t *testing.T, d *daemon, model string) {
 	if !strings.Contains(out, "10.199.0.2/24") {
 		t.Fatalf("guest address:\n%s", out)
 	}
+	// What CRI's port-forward does: dial localhost inside the pod's
+	// namespace on the host. The tc model carries it to the guest.
+	if model == "tcfilter" {
+		o, err := httpGetIn(nsPath, "127.0.0.1:8080", "/index.html")
+		if err != nil || !strings.Contains(o, "hello-from-guest") {
+			t.Fatalf("localhost:8080 in the pod namespace did not reach the guest: %v %s", err, o)
+		}
+	}
 	d.remove("net")
 	d.assertClean(t)
 	links = ip(t, "-n", pod, "link")
@@ -91,4 +106,46 @@ func testPodNetwork(t *testing.T, d *daemon, model string) {
 	if q, _ := exec.Command("tc", "-n", pod, "qdisc", "show", "dev", "eth0").CombinedOutput(); strings.Contains(string(q), "ingress") {
 		t.Fatalf("ingress qdisc left on eth0:\n%s", q)
 	}
+	n, err := exec.Command("ip", "netns", "exec", pod, "iptables", "-t", "nat", "-S").CombinedOutput()
+	if err != nil || strings.Contains(string(n), "169.254.255") {
+		t.Fatalf("port-forward NAT rules left in the pod namespace (%v):\n%s", err, n)
+	}
+}
+
+// httpGetIn fetches path from addr, dialing from inside the network
+// namespace at nsPath (on a locked thread, as containerd's port-forward
+// does).
+func httpGetIn(nsPath, addr, path string) (string, error) {
+	type result struct {
+		body string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread stays in the pod namespace: never unlock it, so Go
+		// retires it when this goroutine ends.
+		target, err := netns.GetFromPath(nsPath)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		c, err := net.DialTimeout("tcp4", addr, 10*time.Second)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\n\r\n", path)
+		b, err := io.ReadAll(c)
+		ch <- result{string(b), err}
+	}()
+	r := <-ch
+	return r.body, r.err
 }
