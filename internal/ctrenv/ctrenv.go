@@ -113,6 +113,12 @@ state = %q
 		return nil, err
 	}
 	if o.CRI {
+		// A bridge left by a daemon that was killed (not stopped) still
+		// routes the pod subnet: pods would be unreachable, and tests
+		// would time out instead of saying why.
+		if out, _ := exec.Command("ip", "-o", "route", "show", CRISubnet).Output(); len(bytes.TrimSpace(out)) > 0 {
+			return nil, fmt.Errorf("pod subnet %s is already routed (%s): a stale bridge of an earlier run? remove it with ip link del", CRISubnet, bytes.TrimSpace(out))
+		}
 		if err := writeCNI(dir, o.PortMap); err != nil {
 			return nil, err
 		}

@@ -60,13 +60,29 @@ func runCritest(ctx context.Context, bin, endpoint, handler, dir string, extra [
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start critest: %w", err)
 	}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		fmt.Fprintln(log, line)
-		if strings.HasPrefix(line, "[FAIL]") || strings.HasPrefix(line, "Ran ") || strings.HasPrefix(line, "• [FAILED]") {
-			fmt.Fprintln(progress, "  "+line)
+	// Ginkgo marks each spec that ran with a "•" as it ends, on one long
+	// line; failures also get a "• [FAILED]" line of their own.
+	r := bufio.NewReader(io.TeeReader(out, log))
+	var line strings.Builder
+	done := 0
+	for {
+		c, _, err := r.ReadRune()
+		if err != nil {
+			break
+		}
+		if c == '•' {
+			if done++; done%20 == 0 {
+				fmt.Fprintf(progress, "  %d specs run\n", done)
+			}
+		}
+		if c != '\n' {
+			line.WriteRune(c)
+			continue
+		}
+		l := line.String()
+		line.Reset()
+		if strings.HasPrefix(l, "Ran ") || strings.HasPrefix(l, "• [FAILED]") {
+			fmt.Fprintln(progress, "  "+l)
 		}
 	}
 	// critest exits non-zero when a spec fails; the report says which.
