@@ -40,6 +40,9 @@ func main() {
 		keep     = flag.Bool("keep", false, "keep the work directory (critest logs, registry log)")
 	)
 	flag.Parse()
+	// A closed stdout (| head) must not kill the run before it has
+	// stopped its daemon, VMs and registry.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok, err := run(ctx, config{
