@@ -1,5 +1,7 @@
 #!/bin/bash
-# Fetches what `make conformance` needs beyond `make deps`, into
+# Fetches what `make conformance` needs beyond `make deps` (which also
+# installs iptables for CNI portmap, and procps and util-linux, whose pgrep
+# and ipcs go into the test busybox image), into
 # /var/cache/kata-go/conformance (a second run costs nothing):
 #   critest   cri-tools v1.37.0 has no main package for it: it is a test
 #             binary, built with `go test -c` in a writable copy of the module
@@ -14,19 +16,6 @@ set -euo pipefail
 export PATH=/usr/local/go/bin:$PATH
 dir=${KATA_GO_CONFORMANCE_DIR:-/var/cache/kata-go/conformance}
 mkdir -p "$dir"
-
-# iptables: CNI portmap; procps, util-linux: pgrep and ipcs for the busybox
-# image (no busybox build has them).
-missing=()
-for p in iptables procps util-linux; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "conformance-deps: apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 
 if [ ! -x "$dir/critest" ]; then
 	echo "conformance-deps: building critest v1.37.0"

@@ -8,7 +8,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 pkgs=(qemu-system-x86 qemu-utils containerd runc busybox-static linux-source-6.1
 	protobuf-compiler containernetworking-plugins build-essential flex bison bc
-	libelf-dev libssl-dev libseccomp-dev cpio xz-utils zstd iproute2 iptables kmod pkg-config git patch)
+	libelf-dev libssl-dev libseccomp-dev cpio xz-utils zstd iproute2 iptables procps util-linux kmod pkg-config git patch)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

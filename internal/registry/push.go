@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/kata-go/kata-go/internal/ociimage"
 )
@@ -73,9 +72,6 @@ func (c *Client) putBlob(ctx context.Context, repo string, b []byte) error {
 }
 
 func (c *Client) do(ctx context.Context, method, u, contentType string, body []byte) (*http.Response, error) {
-	if _, err := url.Parse(u); err != nil {
-		return nil, err
-	}
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/kata-go/kata-go/internal/ociimage"
@@ -133,7 +132,24 @@ func busyboxBase(busybox string) ([]ociimage.Entry, error) {
 		entries = append(entries, e)
 		progs = append(progs, host)
 	}
-	dirs := map[string]bool{}
+	have := map[string]bool{}
+	for _, e := range entries {
+		if e.Type == tar.TypeDir {
+			have[e.Name] = true
+		}
+	}
+	// mkdirs adds the directories above name the image lacks, outermost
+	// first, so unpackers meet a parent before its children.
+	mkdirs := func(name string) {
+		var missing []string
+		for d := filepath.Dir(name); d != "." && !have[d]; d = filepath.Dir(d) {
+			missing = append(missing, d)
+		}
+		for i := len(missing) - 1; i >= 0; i-- {
+			have[missing[i]] = true
+			entries = append(entries, ociimage.Dir(missing[i], 0o755))
+		}
+	}
 	libs := map[string]bool{}
 	for _, prog := range progs {
 		out, err := exec.Command("ldd", prog).Output()
@@ -146,36 +162,13 @@ func busyboxBase(busybox string) ([]ociimage.Entry, error) {
 				continue
 			}
 			libs[lib] = true
-			for d := filepath.Dir(lib); d != "." && !dirs[d]; d = filepath.Dir(d) {
-				dirs[d] = true
-			}
 			e, err := ociimage.HostFile(lib, 0o755, m[1])
 			if err != nil {
 				return nil, err
 			}
+			mkdirs(lib)
 			entries = append(entries, e)
 		}
 	}
-	var dirEntries []ociimage.Entry
-	for d := range dirs {
-		if d != "usr" && d != "usr/bin" && d != "bin" {
-			dirEntries = append(dirEntries, ociimage.Dir(d, 0o755))
-		}
-	}
-	// Parents before children, whatever order the map gave.
-	sort.Slice(dirEntries, func(i, j int) bool {
-		a, b := dirEntries[i].Name, dirEntries[j].Name
-		if da, db := strings.Count(a, "/"), strings.Count(b, "/"); da != db {
-			return da < db
-		}
-		return a < b
-	})
-	// Skeleton first (it makes usr/bin), then library dirs, then files.
-	skeleton := 0
-	for skeleton < len(entries) && entries[skeleton].Type == tar.TypeDir {
-		skeleton++
-	}
-	out := append([]ociimage.Entry{}, entries[:skeleton]...)
-	out = append(out, dirEntries...)
-	return append(out, entries[skeleton:]...), nil
+	return entries, nil
 }
