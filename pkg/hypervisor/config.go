@@ -34,6 +34,10 @@ type Config struct {
 	TBSizeMiB int
 	// CPUModel overrides the vCPU model ("" : host under KVM, max under TCG).
 	CPUModel string
+	// AgentSecret is the pod's agent-channel secret (channel.SecretLen
+	// bytes), handed to the guest out of band: for QEMU a fw_cfg file
+	// written 0600 in StateDir and removed once QEMU has read it.
+	AgentSecret []byte
 	// Debug keeps the guest kernel verbose on the console.
 	Debug  bool
 	Logger *slog.Logger

@@ -1,13 +1,151 @@
-// Package channel holds the constants both ends of the agent channel agree on.
+// Package channel holds what both ends of the agent channel agree on: where
+// the agent listens, and the handshake that proves a connection comes from
+// the pod's own shim before a single ttrpc byte is read.
+//
+// The handshake, on every transport:
+//
+//	agent -> host  "KATA-GO-AGENT-READY <nonce: 64 hex digits>\n"
+//	host  -> agent "AUTH <HMAC-SHA256(secret, context || nonce): 64 hex digits>\n"
+//	agent -> host  "OK\n"        (or the agent closes the connection)
+//
+// The secret is 32 random bytes per pod, handed to the guest out of band
+// (a QEMU fw_cfg file, never the kernel command line). Any host user can
+// open AF_VSOCK to a guest's CID, so a connection is worth nothing until it
+// proves it holds the secret; the nonce makes a recorded proof useless.
 package channel
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
 
 const (
 	// VsockPort is the agent's vsock port, as in Kata Containers.
 	VsockPort = 1024
+	// HostCID is the only vsock peer the agent accepts (VMADDR_CID_HOST).
+	HostCID = 2
 	// SerialPortName is the virtio-serial port name the agent looks for.
 	SerialPortName = "agent.channel.0"
-	// SerialReady is the line the agent writes on the serial port once the
-	// host is connected; the host reads it before the first ttrpc request,
-	// so no request can reach a port the guest has not opened yet.
-	SerialReady = "KATA-GO-AGENT-READY\n"
+	// ReadyPrefix starts the line the agent writes once a host is
+	// connected; the host reads it before it says anything, so no request
+	// can reach a serial port the guest has not opened yet.
+	ReadyPrefix = "KATA-GO-AGENT-READY "
+	authPrefix  = "AUTH "
+	okLine      = "OK"
+
+	// SecretLen is the size of the per-pod secret.
+	SecretLen = 32
+	nonceLen  = 32
+	// SecretFwCfgName is the fw_cfg file that carries the secret.
+	SecretFwCfgName = "opt/io.kata-go/agent-secret"
+	// SecretGuestPath is where the guest kernel shows that file.
+	SecretGuestPath = "/sys/firmware/qemu_fw_cfg/by_name/" + SecretFwCfgName + "/raw"
+
+	// maxLine bounds every handshake line either side reads.
+	maxLine = 256
+	// proofContext separates this MAC from any other use of the secret.
+	proofContext = "kata-go agent channel v1\x00"
 )
+
+// ErrAuth is returned when a proof does not match.
+var ErrAuth = errors.New("agent channel: authentication failed")
+
+// NewSecret returns a fresh per-pod secret.
+func NewSecret() ([]byte, error) {
+	b := make([]byte, SecretLen)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("agent secret: %w", err)
+	}
+	return b, nil
+}
+
+// NewNonce returns a fresh challenge.
+func NewNonce() ([]byte, error) {
+	b := make([]byte, nonceLen)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return b, nil
+}
+
+// Proof is what the host answers a nonce with.
+func Proof(secret, nonce []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(proofContext))
+	m.Write(nonce)
+	return m.Sum(nil)
+}
+
+// ReadyLine is the agent's first line.
+func ReadyLine(nonce []byte) string { return ReadyPrefix + hex.EncodeToString(nonce) + "\n" }
+
+// ParseReady reads the nonce out of a ready line (without its newline).
+func ParseReady(line string) ([]byte, error) {
+	h, ok := strings.CutPrefix(line, ReadyPrefix)
+	if !ok {
+		return nil, fmt.Errorf("agent channel: unexpected line %q, want the agent's ready line", truncate(line))
+	}
+	n, err := hex.DecodeString(h)
+	if err != nil || len(n) != nonceLen {
+		return nil, fmt.Errorf("agent channel: malformed nonce in ready line %q", truncate(line))
+	}
+	return n, nil
+}
+
+// AuthLine is the host's answer to a nonce.
+func AuthLine(secret, nonce []byte) string {
+	return authPrefix + hex.EncodeToString(Proof(secret, nonce)) + "\n"
+}
+
+// CheckAuth verifies the host's answer in constant time.
+func CheckAuth(line string, secret, nonce []byte) error {
+	h, ok := strings.CutPrefix(line, authPrefix)
+	if !ok {
+		return ErrAuth
+	}
+	got, err := hex.DecodeString(h)
+	if err != nil || !hmac.Equal(got, Proof(secret, nonce)) {
+		return ErrAuth
+	}
+	return nil
+}
+
+// SerialReady is the old fixed ready line, until both ends speak the
+// handshake above.
+const SerialReady = "KATA-GO-AGENT-READY\n"
+
+// OKLine is the agent's last handshake line.
+const OKLine = okLine + "\n"
+
+// IsOK reports whether a line (without newline) is the agent's acceptance.
+func IsOK(line string) bool { return line == okLine }
+
+// ReadLine reads one line byte by byte, so nothing after it is consumed
+// (it belongs to ttrpc), and refuses lines longer than the handshake's.
+func ReadLine(r io.Reader) (string, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) <= maxLine {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return "", err
+		}
+		if b[0] == '\n' {
+			return string(line), nil
+		}
+		line = append(line, b[0])
+	}
+	return "", errors.New("agent channel: handshake line too long")
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
