@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 	"github.com/kata-go/kata-go/pkg/agentclient"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 )
@@ -43,8 +44,13 @@ func bootOnce(root, machine string) (float64, float64, error) {
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
+	secret, err := channel.NewSecret()
+	if err != nil {
+		return 0, 0, err
+	}
 	vm, err := hypervisor.NewQEMU(hypervisor.Config{
-		QEMUPath: "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
+		AgentSecret: secret,
+		QEMUPath:    "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
 		Kernel: filepath.Join(root, "guest/out/vmlinux"), Initrd: filepath.Join(root, "guest/out/initrd.img"),
 		MachineType: machine, Accelerator: hypervisor.AccelAuto, VCPUs: 1, MemoryMiB: 512,
 		Transport: hypervisor.TransportSerial, StateDir: dir,
@@ -60,7 +66,7 @@ func bootOnce(root, machine string) (float64, float64, error) {
 	}
 	defer vm.Stop(context.Background())
 	a := vm.AgentAddress()
-	c, err := agentclient.Dial(ctx, agentclient.Address{Transport: agentclient.Transport(a.Transport), Path: a.Path})
+	c, err := agentclient.Dial(ctx, agentclient.Address{Transport: agentclient.Transport(a.Transport), Path: a.Path, Secret: a.Secret})
 	if err != nil {
 		return 0, 0, err
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 )
 
 func init() {
@@ -46,10 +47,15 @@ func run() error {
 	}
 	started := uptime()
 	r := newReaper()
-	l, err := listen(10 * time.Second)
+	secret, err := readSecret(channel.SecretGuestPath)
 	if err != nil {
 		return err
 	}
+	raw, err := listen(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	l := guard(raw, secret)
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		return fmt.Errorf("ttrpc server: %w", err)

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 )
 
 // serialListener serves a virtio-serial port as a stream of connections: one
@@ -46,12 +44,7 @@ func (l *serialListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	// QEMU drops guest writes while no host client is connected, so the
-	// ready line is written only now; the host reads it before speaking.
-	if _, err := f.Write([]byte(channel.SerialReady)); err != nil {
-		f.Close()
-		l.free <- struct{}{}
-		return nil, fmt.Errorf("write ready line: %w", err)
-	}
+	// handshake (whose first line the agent writes) starts only now.
 	return &serialConn{File: f, release: func() { l.free <- struct{}{} }}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 )
 
 // Client is one long-lived ttrpc connection to the agent.
@@ -33,6 +34,9 @@ func Dial(ctx context.Context, a Address) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(a.Secret) != channel.SecretLen {
+		return nil, fmt.Errorf("agent at %s: no valid channel secret (%d bytes, want %d)", a, len(a.Secret), channel.SecretLen)
+	}
 	var last error
 	for attempt := 1; ; attempt++ {
 		c, err := connect(ctx, dial, a)
@@ -54,6 +58,10 @@ func Dial(ctx context.Context, a Address) (*Client, error) {
 func connect(ctx context.Context, dial dialer, a Address) (*Client, error) {
 	conn, err := dial(ctx, a)
 	if err != nil {
+		return nil, err
+	}
+	if err := authenticate(ctx, conn, a.Secret); err != nil {
+		conn.Close()
 		return nil, err
 	}
 	closed := make(chan struct{})

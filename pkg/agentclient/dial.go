@@ -4,7 +4,6 @@ package agentclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -30,6 +29,9 @@ type Address struct {
 	Path      string // unix socket (serial, hybrid vsock)
 	CID       uint32
 	Port      uint32
+	// Secret is the pod's agent-channel secret: every connection proves
+	// it holds it before the agent serves a request (channel package).
+	Secret []byte
 }
 
 func (a Address) String() string {
@@ -57,24 +59,28 @@ func dialerFor(t Transport) (dialer, error) {
 	return nil, fmt.Errorf("unknown agent transport %q", t)
 }
 
-// dialSerial connects to QEMU's chardev socket and waits for the agent's
-// ready line: QEMU queues nothing for a port the guest has not opened, so
-// the host must not speak first.
+// dialSerial connects to QEMU's chardev socket. The agent speaks first (its
+// ready line, see authenticate): QEMU queues nothing for a port the guest
+// has not opened, so the host must not.
 func dialSerial(ctx context.Context, a Address) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", a.Path)
-	if err != nil {
-		return nil, err
-	}
-	if err := expectLine(ctx, conn, func(l string) bool { return l+"\n" == channel.SerialReady }); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("wait for agent ready line: %w", err)
-	}
-	return conn, nil
+	return d.DialContext(ctx, "unix", a.Path)
 }
 
 func dialVsock(ctx context.Context, a Address) (net.Conn, error) {
 	return vsock.Dial(a.CID, a.Port, nil)
+}
+
+// authenticate runs the channel handshake on a fresh connection: the agent
+// serves nothing until the host proves it holds the pod's secret.
+func authenticate(ctx context.Context, conn net.Conn, secret []byte) error {
+	if dl, has := ctx.Deadline(); has {
+		_ = conn.SetDeadline(dl)
+		defer conn.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	return channel.Connect(conn, secret)
 }
 
 // dialHybridVsock speaks Firecracker's vsock-over-unix handshake.
@@ -95,8 +101,8 @@ func dialHybridVsock(ctx context.Context, a Address) (net.Conn, error) {
 	return conn, nil
 }
 
-// expectLine reads one line byte by byte (nothing after it may be consumed:
-// it belongs to ttrpc) and checks it.
+// expectLine reads one line (nothing after it is consumed: it belongs to
+// the handshake and then ttrpc) and checks it.
 func expectLine(ctx context.Context, conn net.Conn, ok func(string) bool) error {
 	if dl, has := ctx.Deadline(); has {
 		_ = conn.SetReadDeadline(dl)
@@ -104,19 +110,12 @@ func expectLine(ctx context.Context, conn net.Conn, ok func(string) bool) error 
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	var line []byte
-	b := make([]byte, 1)
-	for len(line) < 256 {
-		if _, err := conn.Read(b); err != nil {
-			return err
-		}
-		if b[0] == '\n' {
-			if !ok(string(line)) {
-				return fmt.Errorf("unexpected line %q", line)
-			}
-			return nil
-		}
-		line = append(line, b[0])
+	line, err := channel.ReadLine(conn)
+	if err != nil {
+		return err
 	}
-	return errors.New("line too long")
+	if !ok(line) {
+		return fmt.Errorf("unexpected line %q", line)
+	}
+	return nil
 }

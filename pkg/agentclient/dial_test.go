@@ -3,9 +3,11 @@ package agentclient
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,12 +66,11 @@ func TestSerialWaitsForReadyLine(t *testing.T) {
 	}
 	serveAgent(t, l, func(c net.Conn) bool {
 		time.Sleep(20 * time.Millisecond) // the guest is still booting
-		_, err := c.Write([]byte(channel.SerialReady))
-		return err == nil
+		return channel.Accept(c, testSecret) == nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, Address{Transport: Serial, Path: sock})
+	c, err := Dial(ctx, Address{Transport: Serial, Path: sock, Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +91,14 @@ func TestHybridVsockHandshake(t *testing.T) {
 		if err != nil || line != "CONNECT 1024\n" {
 			return false
 		}
-		_, err = c.Write([]byte("OK 1073741824\n"))
-		return err == nil
+		if _, err = c.Write([]byte("OK 1073741824\n")); err != nil {
+			return false
+		}
+		return channel.Accept(c, testSecret) == nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, Address{Transport: HybridVsock, Path: sock, Port: 1024})
+	c, err := Dial(ctx, Address{Transport: HybridVsock, Path: sock, Port: 1024, Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +111,7 @@ func TestDialDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := Dial(ctx, Address{Transport: Serial, Path: sock})
+	_, err := Dial(ctx, Address{Transport: Serial, Path: sock, Secret: testSecret})
 	if err == nil || !strings.Contains(err.Error(), sock) {
 		t.Fatalf("dial: %v", err)
 	}
@@ -136,8 +139,63 @@ func TestSerialRejectsWrongGreeting(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := Dial(ctx, Address{Transport: Serial, Path: sock}); err == nil || !strings.Contains(err.Error(), "unexpected line") {
+	if _, err := Dial(ctx, Address{Transport: Serial, Path: sock, Secret: testSecret}); err == nil || !strings.Contains(err.Error(), "unexpected line") {
 		t.Fatalf("dial: %v", err)
+	}
+}
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+// An agent holding another pod's secret (or a host process posing as the
+// agent's peer with a guessed one) gets no further than the handshake.
+func TestWrongSecretRefused(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attempts atomic.Int32
+	serveAgent(t, l, func(c net.Conn) bool {
+		attempts.Add(1)
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		return channel.Accept(c, testSecret) == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	other := []byte("fedcba9876543210fedcba9876543210")
+	_, err = Dial(ctx, Address{Transport: Serial, Path: sock, Secret: other})
+	if err == nil || !strings.Contains(err.Error(), "refused the proof") {
+		t.Fatalf("dial with the wrong secret: %v", err)
+	}
+	if attempts.Load() == 0 {
+		t.Fatal("the agent never saw a handshake")
+	}
+}
+
+// A proof recorded from one connection is worthless on the next: the
+// nonce changes.
+func TestReplayedProofRefused(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() { done <- channel.Accept(a, testSecret) }()
+	if _, err := channel.ReadLine(b); err != nil {
+		t.Fatal(err)
+	}
+	old := make([]byte, 32) // a nonce from some earlier connection
+	if _, err := b.Write([]byte(channel.AuthLine(testSecret, old))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, channel.ErrAuth) {
+		t.Fatalf("replayed proof: %v", err)
+	}
+}
+
+func TestDialNeedsSecret(t *testing.T) {
+	_, err := Dial(context.Background(), Address{Transport: Serial, Path: "/nonexistent"})
+	if err == nil || !strings.Contains(err.Error(), "secret") {
+		t.Fatalf("dial without a secret: %v", err)
 	}
 }
 

@@ -50,6 +50,9 @@ type AgentAddress struct {
 	Path      string // unix socket for serial and hybrid vsock
 	CID       uint32 // vsock context id
 	Port      uint32 // vsock port
+	// Secret is what the agent wants proven before it serves (the
+	// Config's AgentSecret).
+	Secret []byte
 }
 
 // Capabilities of a hypervisor on this host.

@@ -74,9 +74,9 @@ func (q *QEMU) Capabilities() Capabilities {
 
 func (q *QEMU) AgentAddress() AgentAddress {
 	if q.cfg.Transport == TransportVsock {
-		return AgentAddress{Transport: TransportVsock, CID: q.vsockCID(), Port: 1024}
+		return AgentAddress{Transport: TransportVsock, CID: q.vsockCID(), Port: 1024, Secret: q.cfg.AgentSecret}
 	}
-	return AgentAddress{Transport: TransportSerial, Path: filepath.Join(q.cfg.StateDir, agentSocket)}
+	return AgentAddress{Transport: TransportSerial, Path: filepath.Join(q.cfg.StateDir, agentSocket), Secret: q.cfg.AgentSecret}
 }
 
 // vsockCID derives a context id from the state directory; CIDs 0-2 are reserved.

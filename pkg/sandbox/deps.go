@@ -36,7 +36,7 @@ func DefaultDeps() Deps {
 		WireNetwork:   network.Wire,
 		DialAgent: func(ctx context.Context, a hypervisor.AgentAddress) (Agent, error) {
 			return agentclient.Dial(ctx, agentclient.Address{
-				Transport: agentclient.Transport(a.Transport), Path: a.Path, CID: a.CID, Port: a.Port,
+				Transport: agentclient.Transport(a.Transport), Path: a.Path, CID: a.CID, Port: a.Port, Secret: a.Secret,
 			})
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 	"github.com/kata-go/kata-go/pkg/network"
@@ -112,9 +113,16 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			}
 		}
 	}()
+	// A fresh secret per pod: the agent serves only a connection that
+	// proves it holds it (pkg/agentapi/channel).
+	secret, err := channel.NewSecret()
+	if err != nil {
+		return nil, err
+	}
 	h := cfg.Hypervisor
 	vm, err := o.Deps.NewHypervisor(hypervisor.Config{
-		QEMUPath: h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
+		AgentSecret: secret,
+		QEMUPath:    h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
 		KernelParams: h.KernelParams, MachineType: h.MachineType,
 		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
 		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 	"github.com/kata-go/kata-go/pkg/agentclient"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 )
@@ -44,8 +45,13 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 	if err := os.Mkdir(shared, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	secret, err := channel.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
 	vm, err := hypervisor.NewQEMU(hypervisor.Config{
-		QEMUPath: "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
+		AgentSecret: secret,
+		QEMUPath:    "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
 		Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"),
 		MachineType: "microvm", Accelerator: hypervisor.AccelAuto, VCPUs: 1, MemoryMiB: 512,
 		Transport: hypervisor.TransportSerial, StateDir: dir,
@@ -73,7 +79,7 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 		t.Fatalf("start VM: %v", err)
 	}
 	addr := vm.AgentAddress()
-	c, err := agentclient.Dial(ctx, agentclient.Address{Transport: agentclient.Transport(addr.Transport), Path: addr.Path})
+	c, err := agentclient.Dial(ctx, agentclient.Address{Transport: agentclient.Transport(addr.Transport), Path: addr.Path, Secret: addr.Secret})
 	if err != nil {
 		t.Fatalf("dial agent: %v", err)
 	}

@@ -116,10 +116,6 @@ func CheckAuth(line string, secret, nonce []byte) error {
 	return nil
 }
 
-// SerialReady is the old fixed ready line, until both ends speak the
-// handshake above.
-const SerialReady = "KATA-GO-AGENT-READY\n"
-
 // OKLine is the agent's last handshake line.
 const OKLine = okLine + "\n"
 
@@ -141,6 +137,62 @@ func ReadLine(r io.Reader) (string, error) {
 		line = append(line, b[0])
 	}
 	return "", errors.New("agent channel: handshake line too long")
+}
+
+// Accept is the agent's side of the handshake on a fresh connection: it
+// challenges the peer and returns nil only if the peer proved it holds
+// secret. The caller bounds it with a deadline on conn.
+func Accept(conn io.ReadWriter, secret []byte) error {
+	if len(secret) != SecretLen {
+		return fmt.Errorf("agent channel: secret is %d bytes, want %d", len(secret), SecretLen)
+	}
+	nonce, err := NewNonce()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(conn, ReadyLine(nonce)); err != nil {
+		return fmt.Errorf("agent channel: write ready line: %w", err)
+	}
+	line, err := ReadLine(conn)
+	if err != nil {
+		return fmt.Errorf("agent channel: read proof: %w", err)
+	}
+	if err := CheckAuth(line, secret, nonce); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(conn, OKLine); err != nil {
+		return fmt.Errorf("agent channel: write OK: %w", err)
+	}
+	return nil
+}
+
+// Connect is the host's side: it waits for the agent's ready line, proves
+// it holds secret and waits for the agent's OK. The caller bounds it with
+// a deadline on conn.
+func Connect(conn io.ReadWriter, secret []byte) error {
+	if len(secret) != SecretLen {
+		return fmt.Errorf("agent channel: secret is %d bytes, want %d", len(secret), SecretLen)
+	}
+	line, err := ReadLine(conn)
+	if err != nil {
+		return fmt.Errorf("agent channel: wait for ready line: %w", err)
+	}
+	nonce, err := ParseReady(line)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(conn, AuthLine(secret, nonce)); err != nil {
+		return fmt.Errorf("agent channel: send proof: %w", err)
+	}
+	line, err = ReadLine(conn)
+	if err != nil {
+		// The agent closes the connection on a wrong proof.
+		return fmt.Errorf("agent channel: agent refused the proof (%w): is this the pod's secret?", err)
+	}
+	if !IsOK(line) {
+		return fmt.Errorf("agent channel: unexpected answer %q to the proof", truncate(line))
+	}
+	return nil
 }
 
 func truncate(s string) string {

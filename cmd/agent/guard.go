@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
+)
+
+// handshakeTimeout bounds how long a connection may take to prove itself;
+// a peer that stalls is dropped and holds nothing.
+const handshakeTimeout = 10 * time.Second
+
+// maxHandshakes bounds the connections proving themselves at once, so a
+// flood of dials costs the guest a few goroutines, not memory.
+const maxHandshakes = 4
+
+// readSecret loads the pod's channel secret, which the host handed over
+// as a fw_cfg file. Without it the agent serves nobody.
+func readSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent channel secret: %w (the host must pass it as fw_cfg %s)", err, channel.SecretFwCfgName)
+	}
+	if len(b) != channel.SecretLen {
+		return nil, fmt.Errorf("agent channel secret %s: %d bytes, want %d", path, len(b), channel.SecretLen)
+	}
+	return b, nil
+}
+
+// guardedListener hands the ttrpc server only connections that come from
+// the host (vsock CID 2; a serial port has no other peer) and prove they
+// hold the pod's secret, and only one at a time: the pod's shim is the
+// agent's single client.
+type guardedListener struct {
+	inner  net.Listener
+	secret []byte
+	// permitted decides on a peer before a byte is exchanged.
+	permitted func(net.Addr) bool
+
+	conns  chan net.Conn
+	errs   chan error
+	closed chan struct{}
+	slots  chan struct{} // one token per handshake in flight
+	once   sync.Once
+
+	// mu guards active and refused.
+	mu      sync.Mutex
+	active  bool
+	refused int
+}
+
+var _ net.Listener = (*guardedListener)(nil)
+
+func guard(l net.Listener, secret []byte) *guardedListener {
+	g := &guardedListener{
+		inner: l, secret: secret, permitted: hostPeer,
+		conns: make(chan net.Conn), errs: make(chan error, 1), closed: make(chan struct{}),
+		slots: make(chan struct{}, maxHandshakes),
+	}
+	go g.acceptLoop()
+	return g
+}
+
+// hostPeer admits the host's vsock CID only: with no loopback transport in
+// the guest kernel nothing in the guest can dial, but another guest or a
+// misrouted peer must not either. Non-vsock peers are a serial port's host
+// end, reachable only through a root-owned 0600 socket.
+func hostPeer(a net.Addr) bool {
+	if v, ok := a.(*vsock.Addr); ok {
+		return v.ContextID == channel.HostCID
+	}
+	return true
+}
+
+func (g *guardedListener) acceptLoop() {
+	for {
+		c, err := g.inner.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				g.errs <- err
+				return
+			}
+			// A transient failure (a serial port that did not reopen)
+			// must not end the agent; try again shortly.
+			logf("agent channel: accept: %v", err)
+			select {
+			case <-g.closed:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if !g.permitted(c.RemoteAddr()) {
+			g.refuse(c, fmt.Sprintf("peer %s is not the host", c.RemoteAddr()))
+			continue
+		}
+		select {
+		case g.slots <- struct{}{}:
+			go g.handshake(c)
+		default:
+			g.refuse(c, "too many connections proving themselves")
+		}
+	}
+}
+
+func (g *guardedListener) handshake(c net.Conn) {
+	defer func() { <-g.slots }()
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := channel.Accept(c, g.secret); err != nil {
+		g.refuse(c, err.Error())
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	g.mu.Lock()
+	if g.active {
+		g.mu.Unlock()
+		g.refuse(c, "the host's connection is already open")
+		return
+	}
+	g.active = true
+	g.mu.Unlock()
+	gc := &guardedConn{Conn: c, release: g.release}
+	select {
+	case g.conns <- gc:
+	case <-g.closed:
+		gc.Close()
+	}
+}
+
+func (g *guardedListener) release() {
+	g.mu.Lock()
+	g.active = false
+	g.mu.Unlock()
+}
+
+// refuse drops a connection; the log is thinned so a dial flood cannot
+// flood the console.
+func (g *guardedListener) refuse(c net.Conn, why string) {
+	c.Close()
+	g.mu.Lock()
+	g.refused++
+	n := g.refused
+	g.mu.Unlock()
+	if n <= 10 || n%1000 == 0 {
+		logf("agent channel: refused a connection (%d so far): %s", n, why)
+	}
+}
+
+func (g *guardedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.conns:
+		return c, nil
+	case err := <-g.errs:
+		g.errs <- err
+		return nil, err
+	case <-g.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (g *guardedListener) Close() error {
+	var err error
+	g.once.Do(func() {
+		close(g.closed)
+		err = g.inner.Close()
+	})
+	return err
+}
+
+func (g *guardedListener) Addr() net.Addr { return g.inner.Addr() }
+
+// guardedConn frees the listener's single slot when closed.
+type guardedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *guardedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
