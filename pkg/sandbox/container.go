@@ -68,6 +68,11 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 	}()
 
 	share := s.containerShare(o.ID)
+	// A directory left by an earlier container of this id is an error,
+	// never reused (skeleton.create).
+	if err := s.skel.mkdir("", o.ID); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", o.ID, err)
+	}
 	defer func() {
 		if retErr != nil {
 			if err := unmountAll(share); err == nil {
@@ -75,10 +80,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 			}
 		}
 	}()
-	if _, err := mountRootfs(s.deps.HostFS, share, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
+	if err := mountRootfs(s.deps.HostFS, s.skel, o.ID, o.Bundle, o.Rootfs, o.Spec.Root); err != nil {
 		return nil, err
 	}
-	mounts, storages, err := shareVolumes(s.deps.HostFS, share, o.ID, o.Spec.Mounts)
+	mounts, storages, err := shareVolumes(s.deps.HostFS, s.skel, o.ID, o.Spec.Mounts)
 	if err != nil {
 		return nil, err
 	}

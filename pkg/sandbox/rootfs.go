@@ -11,29 +11,30 @@ import (
 
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
-	"github.com/kata-go/kata-go/internal/mountinfo"
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
-// containerShare is the host directory of one container inside the share:
-// rootfs/ and one entry per shared volume under mounts/.
-func (s *Sandbox) containerShare(id string) string { return filepath.Join(s.shared, id) }
+// containerShare is the host directory of one container in the host-only
+// tree: rootfs/ and one entry per shared volume under mounts/.
+func (s *Sandbox) containerShare(id string) string { return filepath.Join(s.tree, id) }
 
 func guestContainerShare(id string) string { return guestSharedRoot + "/" + id }
 
-// HostFS makes the host mounts a container needs. It is an interface so the
+// HostFS makes the host mounts a pod needs. It is an interface so the
 // sandbox's logic can be unit tested without root.
 type HostFS interface {
+	// PrepareState caps the pod's state directory and builds its share:
+	// the host-only tree and its read-only export (skeleton.go).
+	PrepareState(stateDir string) error
 	// MountAll mounts containerd's rootfs mounts on target.
-	MountAll(mounts []mount.Mount, target string) error
+	MountAll(mounts []mount.Mount, target Target) error
 	// Bind bind-mounts source on target (recursively) with the access asked.
-	Bind(source, target string, a Access) error
+	Bind(source string, target Target, a Access) error
 	// IsTmpfs reports whether path is on a tmpfs.
 	IsTmpfs(path string) bool
 	// HasSubmounts reports whether anything is mounted below path.
-	HasSubmounts(path string) bool
+	HasSubmounts(path string) (bool, error)
 }
 
 // Access is how a shared bind may be written.
@@ -67,44 +68,6 @@ func accessOf(opts []string) Access {
 	return a
 }
 
-// realFS is the host's mount table.
-type realFS struct{}
-
-func (realFS) MountAll(mounts []mount.Mount, target string) error { return mount.All(mounts, target) }
-
-func (realFS) Bind(source, target string, a Access) error {
-	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return err
-	}
-	var err error
-	switch a {
-	case ReadOnly:
-		// A remount changes only the mount it names, never those below.
-		err = unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
-	case ReadOnlyRecursive:
-		err = unix.MountSetattr(-1, target, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-	}
-	if err != nil {
-		_ = unix.Unmount(target, unix.MNT_DETACH)
-		return fmt.Errorf("make %s read-only: %w", target, err)
-	}
-	return nil
-}
-
-func (realFS) HasSubmounts(path string) bool {
-	for _, m := range mountinfo.Under(filepath.Clean(path)) {
-		if m != filepath.Clean(path) {
-			return true
-		}
-	}
-	return false
-}
-
-func (realFS) IsTmpfs(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.TMPFS_MAGIC
-}
-
 // guestEphemeralRoot holds the guest tmpfs volumes of a pod.
 const guestEphemeralRoot = "/run/kata-go/ephemeral"
 
@@ -126,31 +89,32 @@ func guestEphemeralPath(source string) string {
 	return guestEphemeralRoot + "/" + hex.EncodeToString(sum[:8])
 }
 
-// mountRootfs puts the container's root filesystem at <share>/<id>/rootfs:
+// mountRootfs puts the container's root filesystem at <tree>/<id>/rootfs:
 // the mounts containerd handed over (a snapshot), or a bind of the bundle's
 // rootfs directory when there are none.
-func mountRootfs(fs HostFS, share string, bundle string, rootfs []mount.Mount, root *specs.Root) (string, error) {
-	target := filepath.Join(share, "rootfs")
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return "", err
+func mountRootfs(fs HostFS, skel *skeleton, id, bundle string, rootfs []mount.Mount, root *specs.Root) error {
+	if len(rootfs) == 0 && (root == nil || root.Path == "") {
+		return fmt.Errorf("no rootfs mounts and no root.path in the spec")
 	}
+	target, err := skel.create(id, "rootfs", true)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
 	if len(rootfs) > 0 {
 		if err := fs.MountAll(rootfs, target); err != nil {
-			return "", fmt.Errorf("mount rootfs: %w", err)
+			return fmt.Errorf("mount rootfs: %w", err)
 		}
-		return target, nil
-	}
-	if root == nil || root.Path == "" {
-		return "", fmt.Errorf("no rootfs mounts and no root.path in the spec")
+		return nil
 	}
 	src := root.Path
 	if !filepath.IsAbs(src) {
 		src = filepath.Join(bundle, src)
 	}
 	if err := fs.Bind(src, target, ReadWrite); err != nil {
-		return "", fmt.Errorf("bind rootfs %s: %w", src, err)
+		return fmt.Errorf("bind rootfs %s: %w", src, err)
 	}
-	return target, nil
+	return nil
 }
 
 // isBind reports whether an OCI mount is a bind mount of a host path.
@@ -167,13 +131,14 @@ func isBind(m specs.Mount) bool {
 }
 
 // shareVolumes binds each host path the spec mounts into the container
-// under <share>/mounts/, and returns the spec's mounts rewritten to guest
-// paths. Only these paths, never their host parents, become visible to
-// the guest. The host source is opened without following a final symlink
-// so a link planted in a shared directory cannot redirect the bind.
-func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mount, []*agentapi.Storage, error) {
+// under <tree>/<id>/mounts/, and returns the spec's mounts rewritten to
+// guest paths. Only these paths, never their host parents, become visible
+// to the guest. The host source is cloned without following a final
+// symlink, and each target is new (skeleton.create).
+func shareVolumes(fs HostFS, skel *skeleton, id string, mounts []specs.Mount) ([]specs.Mount, []*agentapi.Storage, error) {
 	out := make([]specs.Mount, 0, len(mounts))
 	var storages []*agentapi.Storage
+	madeDir := false
 	for i, m := range mounts {
 		if !isBind(m) {
 			out = append(out, m)
@@ -196,25 +161,21 @@ func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mo
 		if fi.Mode()&os.ModeSymlink != 0 {
 			return nil, nil, fmt.Errorf("bind mount %s: source %s is a symlink", m.Destination, m.Source)
 		}
-		name := strconv.Itoa(i) + "-" + strings.ReplaceAll(strings.Trim(m.Destination, "/"), "/", "_")
-		target := filepath.Join(share, "mounts", name)
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return nil, nil, err
-		}
-		if fi.IsDir() {
-			err = os.Mkdir(target, 0o755)
-		} else {
-			var f *os.File
-			f, err = os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-			if err == nil {
-				f.Close()
+		if !madeDir {
+			if err := skel.mkdir(id, "mounts"); err != nil {
+				return nil, nil, err
 			}
+			madeDir = true
 		}
-		if err != nil && !os.IsExist(err) {
-			return nil, nil, err
+		name := strconv.Itoa(i) + "-" + strings.ReplaceAll(strings.Trim(m.Destination, "/"), "/", "_")
+		target, err := skel.create(id+"/mounts", name, fi.IsDir())
+		if err != nil {
+			return nil, nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
 		}
 		access := accessOf(m.Options)
-		if err := fs.Bind(m.Source, target, access); err != nil {
+		err = fs.Bind(m.Source, target, access)
+		target.Close()
+		if err != nil {
 			return nil, nil, fmt.Errorf("share %s: %w", m.Source, err)
 		}
 		// The guest sees a shared volume as one filesystem, so a guest
@@ -223,8 +184,14 @@ func shareVolumes(fs HostFS, share, id string, mounts []specs.Mount) ([]specs.Mo
 		// plain "ro", which is not recursive. There the host bind
 		// (read-only at its top only) enforces it, and the guest binds
 		// read-write so the submounts stay writable.
-		if access == ReadOnly && fs.HasSubmounts(m.Source) {
-			m.Options = without(m.Options, "ro")
+		if access == ReadOnly {
+			sub, err := fs.HasSubmounts(m.Source)
+			if err != nil {
+				return nil, nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+			}
+			if sub {
+				m.Options = without(m.Options, "ro")
+			}
 		}
 		m.Source = guestContainerShare(id) + "/mounts/" + name
 		m.Type = "bind"

@@ -26,7 +26,6 @@ import (
 const (
 	shareTag        = "kataShared"
 	guestSharedRoot = "/run/kata-go/shared"
-	sharedDirName   = "shared"
 )
 
 // Options create a sandbox.
@@ -45,7 +44,9 @@ type Options struct {
 type Sandbox struct {
 	ID       string
 	stateDir string
-	shared   string
+	// tree is the host-only share tree; skel creates targets in it.
+	tree string
+	skel *skeleton
 	cfg      config.Config
 	vm       hypervisor.Hypervisor
 	agent    Agent
@@ -99,8 +100,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	shared := filepath.Join(o.StateDir, sharedDirName)
-	if err := os.MkdirAll(shared, 0o700); err != nil {
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create sandbox state: %w", err)
 	}
 	if err := os.Chmod(o.StateDir, 0o700); err != nil {
@@ -111,6 +111,19 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			if err := Cleanup(o.StateDir); err != nil {
 				o.Logger.Warn("cleanup after failed start", "err", err)
 			}
+		}
+	}()
+	if err := o.Deps.HostFS.PrepareState(o.StateDir); err != nil {
+		return nil, fmt.Errorf("prepare sandbox state: %w", err)
+	}
+	tree := filepath.Join(o.StateDir, hostTreeName)
+	skel, err := openSkeleton(tree)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			skel.close()
 		}
 	}()
 	// A fresh secret per pod: the agent serves only a connection that
@@ -131,7 +144,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := vm.AddDevice(hypervisor.SharedDir{Tag: shareTag, HostPath: shared, Type: hypervisor.SharedFSType(h.SharedFS)}); err != nil {
+	if err := vm.AddDevice(hypervisor.SharedDir{Tag: shareTag, HostPath: filepath.Join(o.StateDir, exportName), Type: hypervisor.SharedFSType(h.SharedFS)}); err != nil {
 		return nil, err
 	}
 	netns := netnsOf(o.Spec)
@@ -162,7 +175,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		}
 	}
 	s := &Sandbox{
-		ID: o.ID, stateDir: o.StateDir, shared: shared, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
+		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
 		dead: make(chan struct{}), containers: map[string]*Container{}, net: pod,
 	}
 	s.Phases.Begin = begin
@@ -366,6 +379,7 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	s.agent.Close()
 	err := s.vm.Stop(ctx)
 	s.net.CloseFiles()
+	s.skel.close()
 	if cerr := Cleanup(s.stateDir); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

@@ -115,11 +115,16 @@ func killRef(r processRef) {
 	}
 }
 
-// unmountAll unmounts everything at or below dir.
+// unmountAll unmounts everything at or below dir, never following a link
+// (UMOUNT_NOFOLLOW): a mount point a guest could have swapped for a link
+// is not trusted to lead anywhere.
 func unmountAll(dir string) error {
 	var errs []error
 	for i := 0; i < 4; i++ {
-		mps := mountinfo.Under(dir)
+		mps, err := mountinfo.Under(dir)
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
 		if len(mps) == 0 {
 			return nil
 		}
@@ -131,7 +136,10 @@ func unmountAll(dir string) error {
 			}
 		}
 	}
-	if left := mountinfo.Under(dir); len(left) > 0 {
+	left, err := mountinfo.Under(dir)
+	if err != nil {
+		errs = append(errs, err)
+	} else if len(left) > 0 {
 		errs = append(errs, fmt.Errorf("still mounted: %v", left))
 	}
 	return errors.Join(errs...)
@@ -164,7 +172,7 @@ func Cleanup(dir string) error {
 
 // CleanupContainer frees one container's share after its shim died.
 func CleanupContainer(dir, id string) error {
-	share := filepath.Join(dir, sharedDirName, id)
+	share := filepath.Join(dir, hostTreeName, id)
 	if err := unmountAll(share); err != nil {
 		return err
 	}

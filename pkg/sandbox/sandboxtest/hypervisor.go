@@ -95,17 +95,28 @@ type HostFS struct {
 
 var _ sandbox.HostFS = (*HostFS)(nil)
 
-func (f *HostFS) MountAll(mounts []mount.Mount, target string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.binds = append(f.binds, "rootfs:"+target)
+// PrepareState makes the share's two directories (no mounts: the unit
+// tier runs without root).
+func (f *HostFS) PrepareState(dir string) error {
+	for _, d := range []string{"mounts", "shared"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-func (f *HostFS) Bind(source, target string, a sandbox.Access) error {
+func (f *HostFS) MountAll(mounts []mount.Mount, target sandbox.Target) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.binds = append(f.binds, source+"->"+target)
+	f.binds = append(f.binds, "rootfs:"+target.Path)
+	return nil
+}
+
+func (f *HostFS) Bind(source string, target sandbox.Target, a sandbox.Access) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.binds = append(f.binds, source+"->"+target.Path)
 	switch a {
 	case sandbox.ReadOnly:
 		f.readOnly = append(f.readOnly, source)
@@ -124,7 +135,9 @@ func (f *HostFS) ReadOnly() []string {
 }
 
 // HasSubmounts says paths containing "submounts" have mounts below them.
-func (f *HostFS) HasSubmounts(path string) bool { return strings.Contains(path, "submounts") }
+func (f *HostFS) HasSubmounts(path string) (bool, error) {
+	return strings.Contains(path, "submounts"), nil
+}
 
 // IsTmpfs says paths containing "tmpfs" are on a tmpfs.
 func (f *HostFS) IsTmpfs(path string) bool { return strings.Contains(path, "tmpfs") }
