@@ -97,9 +97,11 @@ func TestRealShareLayout(t *testing.T) {
 		"create at root":     func() error { return os.WriteFile(filepath.Join(export, "x"), nil, 0o644) },
 		"mkdir in container": func() error { return os.Mkdir(filepath.Join(export, "c1/new"), 0o755) },
 		"symlink":            func() error { return os.Symlink("/etc/passwd", filepath.Join(export, "c1/mounts/2-etc_hosts")) },
-		"hard link":          func() error { return os.Link(filepath.Join(export, "c1/mounts/1-hosts"), filepath.Join(export, "c1/l")) },
-		"rename":             func() error { return os.Rename(filepath.Join(export, "c1"), filepath.Join(export, "c9")) },
-		"remove":             func() error { return unix.Rmdir(filepath.Join(export, "c1/mounts")) },
+		"hard link": func() error {
+			return os.Link(filepath.Join(export, "c1/mounts/1-hosts"), filepath.Join(export, "c1/l"))
+		},
+		"rename": func() error { return os.Rename(filepath.Join(export, "c1"), filepath.Join(export, "c9")) },
+		"remove": func() error { return unix.Rmdir(filepath.Join(export, "c1/mounts")) },
 	} {
 		if err := try(); err == nil {
 			t.Errorf("%s in the export's skeleton succeeded", what)

@@ -45,13 +45,13 @@ type Sandbox struct {
 	ID       string
 	stateDir string
 	// tree is the host-only share tree; skel creates targets in it.
-	tree string
-	skel *skeleton
-	cfg      config.Config
-	vm       hypervisor.Hypervisor
-	agent    Agent
-	log      *slog.Logger
-	deps     Deps
+	tree  string
+	skel  *skeleton
+	cfg   config.Config
+	vm    hypervisor.Hypervisor
+	agent Agent
+	log   *slog.Logger
+	deps  Deps
 
 	// net is the pod's wired network namespace (nil: none).
 	net *network.Pod
