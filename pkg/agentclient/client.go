@@ -43,6 +43,10 @@ func Dial(ctx context.Context, a Address) (*Client, error) {
 		if err == nil {
 			return c, nil
 		}
+		if errors.Is(err, channel.ErrAuth) {
+			// Retrying cannot change the answer.
+			return nil, fmt.Errorf("agent at %s: %w", a, err)
+		}
 		// An attempt cut short by the deadline says less than the one before it.
 		if last == nil || (ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded)) {
 			last = err

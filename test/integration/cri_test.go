@@ -109,7 +109,9 @@ func TestCRIPod(t *testing.T) {
 	}
 }
 
-func testCRIPod(t *testing.T, spec ctrenv.Spec) {
+// startCRI starts a private containerd with its CRI plugin and CNI.
+func startCRI(t *testing.T, spec ctrenv.Spec) *daemon {
+	t.Helper()
 	need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", exists(crictlPath()))
 	need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", exists("/usr/lib/cni/bridge"))
 	needVM(t)
@@ -125,7 +127,11 @@ func testCRIPod(t *testing.T, spec ctrenv.Spec) {
 		}
 		cd.Stop()
 	})
-	d := &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+	return &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+}
+
+func testCRIPod(t *testing.T, spec ctrenv.Spec) {
+	d := startCRI(t, spec)
 	netnsBefore, _ := filepath.Glob("/run/netns/cni-*")
 
 	pod1, ip1, cfg1 := runPod(t, d, "pod1")

@@ -79,6 +79,17 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 		t.Fatalf("start VM: %v", err)
 	}
 	addr := vm.AgentAddress()
+	// Whoever reaches the agent's socket without the pod's secret (another
+	// pod's shim, a host user on vsock) is refused by the real agent.
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	wrong := bytes.Repeat([]byte{0x5a}, channel.SecretLen)
+	if c, err := agentclient.Dial(wctx, agentclient.Address{Transport: agentclient.Transport(addr.Transport), Path: addr.Path, Secret: wrong}); err == nil {
+		c.Close()
+		t.Fatal("the agent served a connection with the wrong secret")
+	} else if !strings.Contains(err.Error(), "refused the proof") {
+		t.Fatalf("dial with the wrong secret: %v, want the agent's refusal", err)
+	}
+	wcancel()
 	c, err := agentclient.Dial(ctx, agentclient.Address{Transport: agentclient.Transport(addr.Transport), Path: addr.Path, Secret: addr.Secret})
 	if err != nil {
 		t.Fatalf("dial agent: %v", err)

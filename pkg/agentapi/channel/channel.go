@@ -186,8 +186,9 @@ func Connect(conn io.ReadWriter, secret []byte) error {
 	}
 	line, err = ReadLine(conn)
 	if err != nil {
-		// The agent closes the connection on a wrong proof.
-		return fmt.Errorf("agent channel: agent refused the proof (%w): is this the pod's secret?", err)
+		// The agent closes the connection on a wrong proof (or when the
+		// pod's shim is connected already): either way, final.
+		return fmt.Errorf("%w: the agent refused the proof (%v): is this the pod's secret, and its only client?", ErrAuth, err)
 	}
 	if !IsOK(line) {
 		return fmt.Errorf("agent channel: unexpected answer %q to the proof", truncate(line))
