@@ -47,6 +47,7 @@ var ctrScenarios = []struct {
 	{"TwoContainersTwoVMs", testTwoVMs},
 	{"ShimKilledThenDelete", testShimKilled},
 	{"OOMKillReported", testOOM},
+	{"TaskPidIsVMM", testTaskPidIsVMM},
 }
 
 // testOOM: a container over its memory limit is OOM-killed in the guest;

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -347,4 +348,35 @@ func buildStatic(t *testing.T, pkg string) string {
 		t.Fatalf("build %s: %v\n%s", pkg, err, b)
 	}
 	return out
+}
+
+// testTaskPidIsVMM: the pid containerd shows for a task is a host process
+// of the pod (its QEMU), never a guest pid that names some unrelated host
+// process.
+func testTaskPidIsVMM(t *testing.T, d *daemon) {
+	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, image, "pidvmm", "sleep", "1000"); err != nil {
+		t.Fatalf("run: %v %s", err, e)
+	}
+	defer d.remove("pidvmm")
+	out, e, err := d.ctr("task", "ls")
+	if err != nil {
+		t.Fatalf("task ls: %v %s", err, e)
+	}
+	pid := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == "pidvmm" {
+			pid, _ = strconv.Atoi(f[1])
+		}
+	}
+	if pid <= 0 {
+		t.Fatalf("no pid for pidvmm in:\n%s", out)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("task pid %d is no host process: %v", pid, err)
+	}
+	if !strings.Contains(string(cmdline), "qemu-system") || !strings.Contains(string(cmdline), d.stateRoot) {
+		t.Fatalf("task pid %d is %q, want the pod's QEMU", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
+	}
 }
