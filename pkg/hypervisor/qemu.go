@@ -200,9 +200,14 @@ func (q *QEMU) chooseRunAs(devices []Device) (string, error) {
 
 // writeSecret puts the agent secret where QEMU's -fw_cfg reads it: 0600,
 // created afresh (O_EXCL) and never through a symlink (O_NOFOLLOW), so
-// nothing planted in the state directory redirects or pre-opens it.
+// nothing planted in the state directory redirects or pre-opens it. A
+// stale entry (a start killed before its cleanup) is removed first;
+// Remove unlinks a symlink, never its target.
 func writeSecret(dir string, secret []byte) (string, error) {
 	path := filepath.Join(dir, secretFile)
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return "", fmt.Errorf("agent secret file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("agent secret file: %w", err)

@@ -196,9 +196,10 @@ func TestChooseRunAsKeepsRootFor9P(t *testing.T) {
 	}
 }
 
-func TestWriteSecretIsPrivateAndExclusive(t *testing.T) {
+func TestWriteSecretIsPrivateAndFresh(t *testing.T) {
 	dir := t.TempDir()
-	p, err := writeSecret(dir, []byte("0123456789abcdef0123456789abcdef"))
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	p, err := writeSecret(dir, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,20 +207,24 @@ func TestWriteSecretIsPrivateAndExclusive(t *testing.T) {
 	if err != nil || fi.Mode() != 0o600 {
 		t.Fatalf("secret file mode %v, %v; want 0600", fi.Mode(), err)
 	}
-	if _, err := writeSecret(dir, []byte("x")); err == nil {
-		t.Error("second write over an existing secret file succeeded")
-	}
+	// A stale file, or a symlink planted where the file goes, is replaced
+	// by a new regular file; the symlink's target is never written.
 	os.Remove(p)
-	// A symlink planted where the file goes is not followed.
 	target := filepath.Join(dir, "elsewhere")
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeSecret(dir, []byte("x")); err == nil {
-		t.Error("secret written through a symlink")
+	if _, err := writeSecret(dir, secret); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("secret file after a planted symlink: %v %v", fi, err)
 	}
 	if _, err := os.Stat(target); err == nil {
 		t.Error("symlink target created")
+	}
+	if b, _ := os.ReadFile(p); string(b) != string(secret) {
+		t.Errorf("secret file holds %q", b)
 	}
 }
 
