@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"github.com/kata-go/kata-go/pkg/agentapi/channel"
 )
 
 // Accelerator chooses between hardware virtualisation and emulation.
@@ -74,6 +76,11 @@ func (c *Config) Validate() error {
 	case TransportSerial, TransportVsock:
 	default:
 		return fmt.Errorf("agent transport %q: want serial or vsock for QEMU", c.Transport)
+	}
+	// Empty means no fw_cfg file (tests that do not authenticate); any other
+	// length is a caller's bug that would lock the guest out.
+	if n := len(c.AgentSecret); n != 0 && n != channel.SecretLen {
+		return fmt.Errorf("agent secret: %d bytes, want %d", n, channel.SecretLen)
 	}
 	return nil
 }

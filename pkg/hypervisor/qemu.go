@@ -30,6 +30,7 @@ type QEMU struct {
 	stopped bool
 	exitErr error
 	stderr  *tailBuffer
+	console *console
 
 	exited chan struct{}
 }
@@ -131,6 +132,19 @@ func (q *QEMU) Start(ctx context.Context) error {
 	}
 	q.log.Info("accelerator chosen", "accel", accel, "reason", why)
 	l := &launch{cfg: &q.cfg, accel: accel, tscKHz: hostTSCkHz(), devices: devices, vsockCID: q.vsockCID()}
+	if l.runAs, err = q.chooseRunAs(devices); err != nil {
+		return err
+	}
+	if len(q.cfg.AgentSecret) > 0 {
+		path, err := writeSecret(q.cfg.StateDir, q.cfg.AgentSecret)
+		if err != nil {
+			return err
+		}
+		// QEMU reads the file while it starts; once QMP answers (or the
+		// start failed) it has no further use and leaves the disk.
+		defer os.Remove(path)
+		l.secretPath = path
+	}
 	// Under TCG every guest instruction is translated: Nehalem (x86-64-v2,
 	// what current distributions require) avoids the AVX paths that "max"
 	// makes Go and libc take, which TCG emulates slowly. Measured here: exec
@@ -165,6 +179,50 @@ func (q *QEMU) Start(ctx context.Context) error {
 	return nil
 }
 
+// chooseRunAs returns the uid:gid QEMU drops to, or "" when it must keep
+// root: 9p with security_model=none has QEMU itself read and write the
+// container's files, owned by root and by any uid the image uses, so an
+// unprivileged QEMU would break them. virtio-fs leaves files to virtiofsd.
+func (q *QEMU) chooseRunAs(devices []Device) (string, error) {
+	for _, d := range devices {
+		if sd, ok := d.(SharedDir); ok && sd.Type == SharedFS9P {
+			q.log.Warn("qemu keeps root: 9p (security_model=none) needs it to read and write the container's files; use virtio-fs for an unprivileged VMM")
+			return "", nil
+		}
+	}
+	id, err := runAsID(q.cfg.StateDir)
+	if err != nil {
+		return "", err
+	}
+	q.log.Info("qemu drops root", "uid", id, "gid", id)
+	return fmt.Sprintf("%d:%d", id, id), nil
+}
+
+// writeSecret puts the agent secret where QEMU's -fw_cfg reads it: 0600,
+// created afresh (O_EXCL) and never through a symlink (O_NOFOLLOW), so
+// nothing planted in the state directory redirects or pre-opens it. A
+// stale entry (a start killed before its cleanup) is removed first;
+// Remove unlinks a symlink, never its target.
+func writeSecret(dir string, secret []byte) (string, error) {
+	path := filepath.Join(dir, secretFile)
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return "", fmt.Errorf("agent secret file: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("agent secret file: %w", err)
+	}
+	_, err = f.Write(secret)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("agent secret file: %w", err)
+	}
+	return path, nil
+}
+
 // startQEMU spawns QEMU and waits until QMP answers, or QEMU exits.
 func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	args := l.args()
@@ -172,7 +230,16 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	stderr := newTailBuffer(8 << 10)
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
+	// Pdeathsig ends QEMU with the shim, but only while QEMU keeps root:
+	// the kernel clears it when -runas changes QEMU's uid. An unprivileged
+	// QEMU outliving a crashed shim is found by the pids the sandbox
+	// records.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log)
+	if err != nil {
+		return err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, consoleW) // fd 3, consoleFD
 	for _, d := range l.devices {
 		if t, ok := d.(NetTap); ok {
 			cmd.ExtraFiles = append(cmd.ExtraFiles, t.FDs...)
@@ -180,22 +247,32 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	}
 	q.log.Debug("starting qemu", "args", args)
 	done, err := spawn(cmd)
+	// QEMU holds its own copy now; ours would keep the console pipe open,
+	// and its reader alive, after QEMU exits.
+	consoleW.Close()
 	if err != nil {
+		<-cons.done
 		return fmt.Errorf("start %s: %w", q.cfg.QEMUPath, err)
 	}
 	q.mu.Lock()
 	q.cmd = cmd
 	q.stderr = stderr
+	q.console = cons
 	exited := q.exited
 	q.mu.Unlock()
 	q.log.Info("qemu started", "pid", cmd.Process.Pid, "machine", q.cfg.MachineType, "cpu", l.cpu)
 	go func() {
 		err := <-done
+		// The console reader sees EOF once QEMU's write end is gone; wait
+		// for it so that Exited means the console log is complete and no
+		// goroutine is left.
+		<-cons.done
 		q.mu.Lock()
 		if q.stopped {
 			q.exitErr = nil
 		} else {
-			q.exitErr = fmt.Errorf("qemu (pid %d) exited: %v: %s", cmd.Process.Pid, err, stderr.String())
+			q.exitErr = fmt.Errorf("qemu (pid %d) exited: %v: %s; guest console: %s",
+				cmd.Process.Pid, err, stderr.String(), cons.lastLines(8))
 		}
 		q.mu.Unlock()
 		close(exited)

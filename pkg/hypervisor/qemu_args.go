@@ -14,7 +14,39 @@ const (
 	qmpSocket   = "qmp.sock"
 	agentSocket = "agent.sock"
 	consoleFile = "console.log"
+	// secretFile carries the agent secret to QEMU's fw_cfg; it exists only
+	// while QEMU starts.
+	secretFile = "agent-secret"
 )
+
+// consoleFD is the fd number, in QEMU, of the console pipe's write end: the
+// first of cmd.ExtraFiles. Tap fds follow it.
+const consoleFD = 3
+
+// fwCfgIOPort tells the guest kernel where the fw_cfg device is. Without
+// ACPI (our kernel has none, and microvm runs acpi=off) nothing else does.
+// QEMU puts fw_cfg at the x86 standard place on both microvm and q35:
+// selector 0x510, data 0x511, DMA address 0x514-0x51b, 12 ports in all
+// (fw_cfg_init_io_dma(FW_CFG_IO_BASE, FW_CFG_IO_BASE + 4)); the format is
+// <size>@<base>:<ctrl_off>:<data_off>:<dma_off> from the kernel's
+// drivers/firmware/qemu_fw_cfg.c, which names this exact value as the x86
+// default. The location is not secret; the file content is.
+const fwCfgIOPort = "qemu_fw_cfg.ioport=12@0x510:0:1:4"
+
+// sandboxOpt is QEMU's seccomp filter: no obsolete syscalls, no fork/exec,
+// no scheduler/affinity control, and no set*id. When QEMU drops root itself
+// (-runas) its own setgid/setuid comes after the filter is installed, and
+// QEMU 7.2 then dies of SIGSYS (measured: "Bad system call"), so set*id is
+// allowed there; after the drop real, effective and saved ids are all the
+// unprivileged one and no capability is left, so there is nothing to
+// elevate to.
+func sandboxOpt(runAs bool) string {
+	elevate := "deny"
+	if runAs {
+		elevate = "allow"
+	}
+	return "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny"
+}
 
 func virtiofsdSocket(i int) string { return fmt.Sprintf("virtiofsd-%d.sock", i) }
 
@@ -26,6 +58,10 @@ type launch struct {
 	tscKHz   int
 	devices  []Device
 	vsockCID uint32
+	// secretPath is the agent secret's file for fw_cfg; "" for none.
+	secretPath string
+	// runAs is the "uid:gid" QEMU drops to once started; "" keeps root.
+	runAs string
 }
 
 // kernelParams returns the guest command line.
@@ -43,6 +79,9 @@ func (l *launch) kernelParams() string {
 		// The emulated LAPIC timer's calibration costs ~0.2 s of boot under
 		// TCG (935 -> 744 ms measured); the PIT serves instead. Never under KVM.
 		p = append(p, "noapictimer")
+	}
+	if l.secretPath != "" {
+		p = append(p, fwCfgIOPort)
 	}
 	return strings.Join(append(p, l.cfg.KernelParams...), " ")
 }
@@ -64,8 +103,9 @@ func (l *launch) needsSharedMemory() bool {
 	return false
 }
 
-// args builds QEMU's command line. Fds of tap devices are numbered from 3
-// in device order, matching the ExtraFiles the caller passes.
+// args builds QEMU's command line. Fd 3 is the console pipe; fds of tap
+// devices are numbered from 4 in device order, matching the ExtraFiles the
+// caller passes.
 func (l *launch) args() []string {
 	c := l.cfg
 	dir := c.StateDir
@@ -93,8 +133,27 @@ func (l *launch) args() []string {
 		"-kernel", c.Kernel,
 		"-initrd", c.Initrd,
 		"-append", l.kernelParams(),
-		"-serial", "file:" + filepath.Join(dir, consoleFile),
+		// The console goes to a pipe the host drains into a capped file: a
+		// file QEMU wrote itself would grow for as long as the guest writes.
+		// The fdset form is QEMU's own way to hand it an open fd and needs
+		// no /proc; the chardev opens it O_WRONLY like the pipe's write end.
+		// append=on: without it the chardev asks for O_TRUNC, which QEMU
+		// emulates on a dup'd fd with ftruncate(), and that fails (EINVAL)
+		// on a pipe (measured on 7.2).
+		"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=console", consoleFD, consoleFD),
+		"-chardev", fmt.Sprintf("file,id=console,path=/dev/fdset/%d,append=on", consoleFD),
+		"-serial", "chardev:console",
 		"-qmp", "unix:" + filepath.Join(dir, qmpSocket) + ",server=on,wait=off",
+		"-sandbox", sandboxOpt(l.runAs != ""),
+	}
+	if l.runAs != "" {
+		// QEMU opens everything it needs (sockets, memfd, kernel, initrd,
+		// fw_cfg file, /dev/kvm) as root, then drops to this uid:gid and
+		// clears its supplementary groups.
+		a = append(a, "-runas", l.runAs)
+	}
+	if l.secretPath != "" {
+		a = append(a, "-fw_cfg", "name="+channel.SecretFwCfgName+",file="+l.secretPath)
 	}
 	if shared {
 		// virtio-fs needs guest RAM the daemon can map; memfd is only
@@ -116,7 +175,7 @@ func (l *launch) args() []string {
 			"-chardev", "socket,id=agent,path="+filepath.Join(dir, agentSocket)+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name="+channel.SerialPortName)
 	}
-	fd := 3
+	fd := consoleFD + 1
 	nfs, nnet, nblk := 0, 0, 0
 	for _, d := range l.devices {
 		switch d := d.(type) {

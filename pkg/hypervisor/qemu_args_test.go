@@ -63,7 +63,7 @@ func TestArgsQ35NinePTapKVM(t *testing.T) {
 	a := joined(l.args())
 	for _, want := range []string{
 		"-machine q35", "-accel kvm", "-cpu host", "virtio-9p-pci,fsdev=fsdev0,mount_tag=t",
-		"tap,id=net0,fds=3:4,vhost=off", "virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01",
+		"tap,id=net0,fds=4:5,vhost=off", "virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01",
 		"readonly=on", "virtio-blk-pci,drive=blk0", "virtio-serial-pci",
 	} {
 		if !strings.Contains(a, want) {
@@ -90,6 +90,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{func(c *Config) { c.MemoryMiB = 1 }, "memory"},
 		{func(c *Config) { c.Accelerator = "hvf" }, "accelerator"},
 		{func(c *Config) { c.Transport = "tcp" }, "transport"},
+		{func(c *Config) { c.AgentSecret = []byte("short") }, "agent secret: 5 bytes, want 32"},
 	}
 	for _, tc := range cases {
 		c := testConfig(t)
@@ -97,6 +98,133 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		if _, err := NewQEMU(*c); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("want error naming %q, got %v", tc.want, err)
 		}
+	}
+}
+
+func TestArgsAgentSecretFwCfg(t *testing.T) {
+	c := testConfig(t)
+	l := &launch{cfg: c, accel: AccelTCG, cpu: "max"}
+	a := joined(l.args())
+	if strings.Contains(a, "-fw_cfg") || strings.Contains(a, "qemu_fw_cfg") {
+		t.Errorf("no secret, yet fw_cfg in args:\n%s", a)
+	}
+	l.secretPath = "/state/agent-secret"
+	a = joined(l.args())
+	for _, want := range []string{
+		"-fw_cfg name=opt/io.kata-go/agent-secret,file=/state/agent-secret",
+		"qemu_fw_cfg.ioport=12@0x510:0:1:4",
+	} {
+		if !strings.Contains(a, want) {
+			t.Errorf("args lack %q:\n%s", want, a)
+		}
+	}
+}
+
+func TestArgsSandboxAndRunAs(t *testing.T) {
+	c := testConfig(t)
+	l := &launch{cfg: c, accel: AccelTCG, cpu: "max"}
+	a := joined(l.args())
+	if !strings.Contains(a, "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny") {
+		t.Errorf("root QEMU without the full seccomp filter:\n%s", a)
+	}
+	if strings.Contains(a, "-runas") {
+		t.Errorf("runas without an id:\n%s", a)
+	}
+	l.runAs = "1879048193:1879048193"
+	a = joined(l.args())
+	for _, want := range []string{
+		"-runas 1879048193:1879048193",
+		// QEMU's own setuid at -runas time would hit elevateprivileges=deny.
+		"-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+	} {
+		if !strings.Contains(a, want) {
+			t.Errorf("args lack %q:\n%s", want, a)
+		}
+	}
+}
+
+func TestArgsConsoleIsAPipe(t *testing.T) {
+	c := testConfig(t)
+	l := &launch{cfg: c, accel: AccelTCG, cpu: "max"}
+	a := joined(l.args())
+	for _, want := range []string{
+		"-add-fd fd=3,set=3,opaque=console", "-chardev file,id=console,path=/dev/fdset/3,append=on", "-serial chardev:console",
+	} {
+		if !strings.Contains(a, want) {
+			t.Errorf("args lack %q:\n%s", want, a)
+		}
+	}
+	if strings.Contains(a, "file:") {
+		t.Errorf("QEMU writes a file itself:\n%s", a)
+	}
+}
+
+func TestRunAsIDIsPerPodAndHigh(t *testing.T) {
+	a, err := runAsID("/run/kata-go/pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := runAsID("/run/kata-go/pod-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b {
+		t.Errorf("two pods share uid %d", a)
+	}
+	for _, id := range []int{a, b} {
+		if id < runAsBase || id >= runAsBase+runAsSpan {
+			t.Errorf("uid %d outside [%d, %d)", id, runAsBase, runAsBase+runAsSpan)
+		}
+	}
+	if again, _ := runAsID("/run/kata-go/pod-a"); again != a {
+		t.Errorf("uid not stable for one state dir: %d then %d", a, again)
+	}
+}
+
+func TestChooseRunAsKeepsRootFor9P(t *testing.T) {
+	c := testConfig(t)
+	q, err := NewQEMU(*c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := q.chooseRunAs([]Device{SharedDir{Tag: "t", HostPath: "/s", Type: SharedFS9P}}); err != nil || r != "" {
+		t.Errorf("9p: runas %q, %v; want root", r, err)
+	}
+	r, err := q.chooseRunAs([]Device{SharedDir{Tag: "t", HostPath: "/s", Type: SharedFSVirtioFS}})
+	if err != nil || !strings.Contains(r, ":") {
+		t.Errorf("virtio-fs: runas %q, %v; want uid:gid", r, err)
+	}
+}
+
+func TestWriteSecretIsPrivateAndFresh(t *testing.T) {
+	dir := t.TempDir()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	p, err := writeSecret(dir, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(p)
+	if err != nil || fi.Mode() != 0o600 {
+		t.Fatalf("secret file mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	// A stale file, or a symlink planted where the file goes, is replaced
+	// by a new regular file; the symlink's target is never written.
+	os.Remove(p)
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeSecret(dir, secret); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("secret file after a planted symlink: %v %v", fi, err)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Error("symlink target created")
+	}
+	if b, _ := os.ReadFile(p); string(b) != string(secret) {
+		t.Errorf("secret file holds %q", b)
 	}
 }
 
