@@ -105,9 +105,7 @@ func (p *Process) Started() bool {
 	return p.started
 }
 
-// follow collects the exit: output first (to EOF), then the status, so an
-// exit is never reported while output is still in flight. If the VM dies,
-// the process ends with VMDiedStatus.
+// follow starts collecting the exit (see collect), once.
 func (p *Process) follow() {
 	p.followOnce.Do(func() {
 		p.mu.Lock()
@@ -129,9 +127,10 @@ func (p *Process) finish(st ExitStatus) {
 
 // collect waits for the exit. WaitProcess runs alongside the output copy:
 // an honest agent ends the output within moments of the exit, but a
-// hostile one could stream forever and hold the exit back. Once the agent
-// reports the exit, output gets requestTimeout to finish, then is cut.
-// Output still goes to the host before the exit is reported.
+// hostile one could stream forever and hold the exit back. Once
+// WaitProcess answers, output gets requestTimeout to finish, then is cut.
+// Output that arrives in that time reaches the host before the exit is
+// reported. If the VM dies, the process ends with VMDiedStatus.
 func (p *Process) collect() {
 	s := p.c.s
 	ctx := p.live()
@@ -150,9 +149,9 @@ func (p *Process) collect() {
 		case <-p.io.outDone:
 			a = <-waited
 		case a = <-waited:
-			if a.err == nil {
-				p.drainOutput(ctx)
-			}
+			// An exit, or the agent will not say: either way output
+			// may trail it only briefly (at once if the sandbox died).
+			p.drainOutput(ctx)
 		}
 		st := ExitStatus{Code: VMDiedStatus, At: time.Now()}
 		if a.err == nil {
@@ -162,7 +161,14 @@ func (p *Process) collect() {
 				s.log.Warn("refused the agent's exit status", "container", p.c.ID, "exec", p.ExecID, "err", lie)
 			}
 		} else {
-			s.log.Warn("process ended with its VM", "container", p.c.ID, "exec", p.ExecID, "err", a.err)
+			select {
+			case <-s.dead:
+				s.log.Warn("process ended with its VM", "container", p.c.ID, "exec", p.ExecID, "err", a.err)
+			default:
+				// Deleted while the agent never reported its exit, or the
+				// agent refused to say.
+				s.log.Warn("no exit status from the agent", "container", p.c.ID, "exec", p.ExecID, "err", a.err)
+			}
 		}
 		// Whatever still copies output (the agent failed, or is stalling)
 		// has nothing more to deliver for an exited process.
