@@ -270,16 +270,20 @@ func (c *Container) abandonExec(execID string) {
 func (c *Container) Pause(ctx context.Context) error {
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
-	_, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
-	return err
+	if _, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("pause container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
 // Resume thaws them.
 func (c *Container) Resume(ctx context.Context) error {
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
-	_, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
-	return err
+	if _, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("resume container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
 // Update changes the container's resources.
@@ -290,8 +294,10 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
-	_, err = c.s.agent.UpdateContainer(ctx, &agentapi.UpdateContainerRequest{ContainerId: c.ID, Resources: b})
-	return err
+	if _, err := c.s.agent.UpdateContainer(ctx, &agentapi.UpdateContainerRequest{ContainerId: c.ID, Resources: b}); err != nil {
+		return fmt.Errorf("update container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
 // Stats are the container's cgroup statistics in the guest, every counter
@@ -301,7 +307,7 @@ func (c *Container) Stats(ctx context.Context) (*agentapi.StatsContainerResponse
 	defer cancel()
 	r, err := c.s.agent.StatsContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stats of container %s: %w", c.ID, c.s.explain(err))
 	}
 	return sanitizeStats(r), nil
 }
@@ -314,7 +320,7 @@ func (c *Container) Pids(ctx context.Context) ([]uint32, error) {
 	defer cancel()
 	r, err := c.s.agent.ListProcesses(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list processes of container %s: %w", c.ID, c.s.explain(err))
 	}
 	pids, dropped := checkPids(r.GetPids())
 	if dropped > 0 {

@@ -222,14 +222,18 @@ func (p *Process) Resize(ctx context.Context, width, height uint32) error {
 	}
 	ctx, cancel := p.c.s.requestCtx(ctx)
 	defer cancel()
-	_, err := p.c.s.agent.TtyWinResize(ctx, &agentapi.TtyWinResizeRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Rows: height, Columns: width})
-	return err
+	if _, err := p.c.s.agent.TtyWinResize(ctx, &agentapi.TtyWinResizeRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Rows: height, Columns: width}); err != nil {
+		return fmt.Errorf("resize terminal of %s/%s: %w", p.c.ID, p.ExecID, p.c.s.explain(err))
+	}
+	return nil
 }
 
 // Signal sends sig to this process (or, with all, to every process of the container).
 func (p *Process) Signal(ctx context.Context, sig uint32, all bool) error {
 	ctx, cancel := p.c.s.requestCtx(ctx)
 	defer cancel()
-	_, err := p.c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all})
-	return err
+	if _, err := p.c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all}); err != nil {
+		return fmt.Errorf("signal %d to %s/%s: %w", sig, p.c.ID, p.ExecID, p.c.s.explain(err))
+	}
+	return nil
 }
