@@ -248,7 +248,7 @@ func (h *hostIO) startStdin(t stdinTarget) {
 						t.log.Error("stdin stream failed", "container", t.cid, "exec", t.eid, "err", werr)
 						// containerd's writer gets EPIPE rather than a pipe
 						// nobody reads.
-						h.stdin.Close()
+						h.requestCloseStdin()
 					}
 					break
 				}
