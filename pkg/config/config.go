@@ -51,6 +51,14 @@ type Hypervisor struct {
 type Agent struct {
 	Transport   string   `toml:"transport"`
 	DialTimeout Duration `toml:"dial_timeout"`
+	// CreateTimeout bounds the agent calls that set up a process (create
+	// and start a container, start an exec): slow under TCG emulation.
+	CreateTimeout Duration `toml:"create_timeout"`
+	// RequestTimeout bounds every other agent call made for a containerd
+	// request (kill, pause, stats, remove...), and how long output may
+	// trail a process's exit. A guest that does not answer in time fails
+	// the request instead of hanging containerd.
+	RequestTimeout Duration `toml:"request_timeout"`
 }
 
 // Runtime configures the shim itself.
@@ -90,7 +98,10 @@ func Default() Config {
 			MemoryMiB:     512,
 			SharedFS:      "virtio-fs",
 		},
-		Agent:   Agent{Transport: "auto", DialTimeout: Duration{30 * time.Second}},
+		Agent: Agent{
+			Transport: "auto", DialTimeout: Duration{30 * time.Second},
+			CreateTimeout: Duration{30 * time.Second}, RequestTimeout: Duration{10 * time.Second},
+		},
 		Runtime: Runtime{StateRoot: "/run/kata-go", NetworkModel: "tcfilter"},
 	}
 }
@@ -198,8 +209,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("agent.transport %q: want auto, serial or vsock", c.Agent.Transport)
 	}
-	if c.Agent.DialTimeout.Duration <= 0 || c.Agent.DialTimeout.Duration > 10*time.Minute {
-		return fmt.Errorf("agent.dial_timeout %s: want more than 0 and at most 10m", c.Agent.DialTimeout)
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{
+		{"agent.dial_timeout", c.Agent.DialTimeout}, {"agent.create_timeout", c.Agent.CreateTimeout},
+		{"agent.request_timeout", c.Agent.RequestTimeout},
+	} {
+		if d.val.Duration <= 0 || d.val.Duration > 10*time.Minute {
+			return fmt.Errorf("%s %s: want more than 0 and at most 10m", d.key, d.val)
+		}
 	}
 	return nil
 }

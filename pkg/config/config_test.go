@@ -42,6 +42,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"[hypervisor]\nenable_annotations = [\"nope\"]\n", "enable_annotations"},
 		{"[agent]\ntransport = \"tcp\"\n", "agent.transport"},
 		{"[agent]\ndial_timeout = \"soon\"\n", "dial_timeout"},
+		{"[agent]\ncreate_timeout = \"0s\"\n", "agent.create_timeout"},
+		{"[agent]\nrequest_timeout = \"-1s\"\n", "agent.request_timeout"},
+		{"[agent]\nrequest_timeout = \"11m\"\n", "agent.request_timeout"},
 		{"[runtime]\ndebug = \"yes\"\n", "debug"},
 		{"[oops\n", "line 2"},
 	}

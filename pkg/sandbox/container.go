@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
@@ -97,15 +98,23 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 	}
 	c := &Container{ID: o.ID, s: s, share: share, execs: map[string]*Process{}}
 	c.init = newProcess(c, "", io)
-	r, err := s.agent.CreateContainer(ctx, &agentapi.CreateContainerRequest{ContainerId: o.ID, OciSpec: spec, Storages: storages, Stdin: o.IO.Stdin != ""})
+	cctx, cancel := s.createCtx(ctx)
+	r, err := s.agent.CreateContainer(cctx, &agentapi.CreateContainerRequest{ContainerId: o.ID, OciSpec: spec, Storages: storages, Stdin: o.IO.Stdin != ""})
+	cancel()
+	if err == nil {
+		err = checkPid("create container "+o.ID, r.GetPid())
+	}
 	if err != nil {
+		if mustAbandon(err) {
+			s.abandonContainer(o.ID)
+		}
 		io.closeOutputs()
 		io.close()
 		return nil, fmt.Errorf("create container %s: %w", o.ID, s.explain(err))
 	}
-	c.init.pid = r.Pid
+	c.init.pid = r.GetPid()
 	// Output can be pulled from now on; the exit is collected after start.
-	io.startOutput(s.agent, o.ID, "")
+	io.startOutput(c.init.live(), s.agent, o.ID, "", s.log)
 	s.mu.Lock()
 	s.containers[o.ID] = c
 	s.mu.Unlock()
@@ -142,6 +151,8 @@ func (c *Container) Init() *Process { return c.init }
 
 // Start runs the container's init.
 func (c *Container) Start(ctx context.Context) error {
+	ctx, cancel := c.s.createCtx(ctx)
+	defer cancel()
 	if _, err := c.s.agent.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
 		c.init.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("start container %s: %w", c.ID, c.s.explain(err))
@@ -149,7 +160,7 @@ func (c *Container) Start(ctx context.Context) error {
 	c.init.mu.Lock()
 	c.init.started = true
 	c.init.mu.Unlock()
-	c.init.io.startStdin(c.s.agent, c.ID, "")
+	c.init.io.startStdin(c.init.stdinArgs())
 	c.init.follow()
 	return nil
 }
@@ -181,6 +192,11 @@ func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Proc
 	p := newProcess(c, execID, io)
 	p.specJSON, err = json.Marshal(spec)
 	if err != nil {
+		c.mu.Lock()
+		delete(c.execs, execID)
+		c.mu.Unlock()
+		io.closeOutputs()
+		io.close()
 		return nil, err
 	}
 	c.mu.Lock()
@@ -199,21 +215,29 @@ func (c *Container) Exec(execID string) (*Process, bool) {
 
 // StartExec runs a registered exec in the guest.
 func (c *Container) StartExec(ctx context.Context, p *Process) error {
-	r, err := c.s.agent.ExecProcess(ctx, &agentapi.ExecProcessRequest{
+	cctx, cancel := c.s.createCtx(ctx)
+	r, err := c.s.agent.ExecProcess(cctx, &agentapi.ExecProcessRequest{
 		ContainerId: c.ID, ExecId: p.ExecID, Process: p.specJSON, Stdin: p.io.cfg.Stdin != "",
 	})
+	cancel()
+	if err == nil {
+		err = checkPid("exec "+p.ExecID+" in "+c.ID, r.GetPid())
+	}
 	if err != nil {
+		if mustAbandon(err) {
+			c.abandonExec(p.ExecID)
+		}
 		// It never ran: end it now so whoever reads its output sees EOF
 		// (ctr waits for that) and Wait returns, as with runc.
 		p.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("exec %s in %s: %w", p.ExecID, c.ID, c.s.explain(err))
 	}
 	p.mu.Lock()
-	p.pid = r.Pid
+	p.pid = r.GetPid()
 	p.started = true
 	p.mu.Unlock()
-	p.io.startOutput(c.s.agent, c.ID, p.ExecID)
-	p.io.startStdin(c.s.agent, c.ID, p.ExecID)
+	p.io.startOutput(p.live(), c.s.agent, c.ID, p.ExecID, c.s.log)
+	p.io.startStdin(p.stdinArgs())
 	p.follow()
 	return nil
 }
@@ -227,18 +251,44 @@ func (c *Container) RemoveExec(execID string) {
 	if p != nil && !p.Started() {
 		p.markNeverStarted(0)
 	}
+	if p != nil {
+		p.release()
+	}
+}
+
+// abandonExec kills an exec the host gave up on (its start was not
+// answered in time, or answered with a lie), bounded and best effort.
+func (c *Container) abandonExec(execID string) {
+	select {
+	case <-c.s.dead:
+		return
+	default:
+	}
+	ctx, cancel := c.s.requestCtx(context.Background())
+	defer cancel()
+	if _, err := c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: c.ID, ExecId: execID, Signal: uint32(unix.SIGKILL)}); err != nil {
+		c.s.log.Warn("kill abandoned exec in guest", "container", c.ID, "exec", execID, "err", err)
+	}
 }
 
 // Pause freezes the container's processes.
 func (c *Container) Pause(ctx context.Context) error {
-	_, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
-	return err
+	ctx, cancel := c.s.requestCtx(ctx)
+	defer cancel()
+	if _, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("pause container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
 // Resume thaws them.
 func (c *Container) Resume(ctx context.Context) error {
-	_, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
-	return err
+	ctx, cancel := c.s.requestCtx(ctx)
+	defer cancel()
+	if _, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("resume container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
 // Update changes the container's resources.
@@ -247,22 +297,42 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.s.agent.UpdateContainer(ctx, &agentapi.UpdateContainerRequest{ContainerId: c.ID, Resources: b})
-	return err
+	ctx, cancel := c.s.requestCtx(ctx)
+	defer cancel()
+	if _, err := c.s.agent.UpdateContainer(ctx, &agentapi.UpdateContainerRequest{ContainerId: c.ID, Resources: b}); err != nil {
+		return fmt.Errorf("update container %s: %w", c.ID, c.s.explain(err))
+	}
+	return nil
 }
 
-// Stats are the container's cgroup statistics in the guest.
+// Stats are the container's cgroup statistics in the guest, every counter
+// clamped to what a consumer can do arithmetic on.
 func (c *Container) Stats(ctx context.Context) (*agentapi.StatsContainerResponse, error) {
-	return c.s.agent.StatsContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+	ctx, cancel := c.s.requestCtx(ctx)
+	defer cancel()
+	r, err := c.s.agent.StatsContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
+	if err != nil {
+		return nil, fmt.Errorf("stats of container %s: %w", c.ID, c.s.explain(err))
+	}
+	return sanitizeStats(r), nil
 }
 
-// Pids lists the container's processes (guest pids).
+// Pids lists the container's processes (guest pids): impossible or
+// repeated ones are dropped and the list is bounded. Whether the agent
+// told the truth about them cannot be checked from the host.
 func (c *Container) Pids(ctx context.Context) ([]uint32, error) {
+	ctx, cancel := c.s.requestCtx(ctx)
+	defer cancel()
 	r, err := c.s.agent.ListProcesses(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list processes of container %s: %w", c.ID, c.s.explain(err))
 	}
-	return r.Pids, nil
+	pids, dropped := checkPids(r.GetPids())
+	if dropped > 0 {
+		c.s.log.Warn("dropped impossible, repeated or excess pids from the agent's listing",
+			"container", c.ID, "dropped", dropped, "kept", len(pids))
+	}
+	return pids, nil
 }
 
 // Remove deletes the container from the guest and its files from the host.
@@ -271,13 +341,25 @@ func (c *Container) Remove(ctx context.Context) error {
 	select {
 	case <-c.s.dead:
 	default:
-		if _, err := c.s.agent.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		rctx, cancel := c.s.requestCtx(ctx)
+		if _, err := c.s.agent.RemoveContainer(rctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
 			errs = append(errs, fmt.Errorf("remove container %s in guest: %w", c.ID, err))
 		}
+		cancel()
 	}
 	if !c.init.Started() {
 		c.init.markNeverStarted(0)
 	}
+	// Nothing more is wanted from the agent about this container: its
+	// long polls end now even if the agent never answers them.
+	c.init.release()
+	c.mu.Lock()
+	for _, p := range c.execs {
+		if p != nil {
+			p.release()
+		}
+	}
+	c.mu.Unlock()
 	if err := unmountAll(c.share); err != nil {
 		errs = append(errs, err)
 	} else if err := os.RemoveAll(c.share); err != nil {

@@ -28,6 +28,17 @@ type Process struct {
 	// specJSON is an exec's OCI process, kept until it starts.
 	specJSON []byte
 
+	// created is when the host made the process; an exit the agent dates
+	// earlier is not believed.
+	created time.Time
+
+	// ctx is the life of the process's long polls (WaitProcess, output,
+	// stdin): cancelled by release (containerd deleted the process) or,
+	// once live was called, by the sandbox's death. An agent that never
+	// answers them cannot keep a goroutine or the process past either.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// mu guards pid, started, following and status.
 	mu        sync.Mutex
 	pid       uint32
@@ -36,16 +47,40 @@ type Process struct {
 	status    ExitStatus
 
 	exited chan struct{} // closed after status is set and output is drained
-	// followOnce guards starting the exit collector; finishOnce closing exited.
+	// followOnce guards starting the exit collector; finishOnce closing
+	// exited; liveOnce starting the watch on the sandbox's death.
 	followOnce sync.Once
 	finishOnce sync.Once
+	liveOnce   sync.Once
 }
 
 func newProcess(c *Container, execID string, io *hostIO) *Process {
-	return &Process{c: c, ExecID: execID, io: io, exited: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Process{c: c, ExecID: execID, io: io, exited: make(chan struct{}), created: time.Now(), ctx: ctx, cancel: cancel}
 }
 
-// Pid is the process's pid in the guest.
+// live is the context for the process's long polls. The watch on the
+// sandbox's death starts with the first of them, so a process that never
+// runs costs no goroutine.
+func (p *Process) live() context.Context {
+	p.liveOnce.Do(func() {
+		go func() {
+			select {
+			case <-p.c.s.dead:
+				p.cancel()
+			case <-p.ctx.Done():
+			}
+		}()
+	})
+	return p.ctx
+}
+
+// release ends whatever the host still does for the process: containerd
+// deleted it, so no answer about it is wanted any more.
+func (p *Process) release() { p.cancel() }
+
+// Pid is the process's pid in the guest, checked to be a possible one.
+// It means nothing on the host: containerd is told the VMM's pid.
 func (p *Process) Pid() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -70,9 +105,7 @@ func (p *Process) Started() bool {
 	return p.started
 }
 
-// follow collects the exit: output first (to EOF), then the status, so an
-// exit is never reported while output is still in flight. If the VM dies,
-// the process ends with VMDiedStatus.
+// follow starts collecting the exit (see collect), once.
 func (p *Process) follow() {
 	p.followOnce.Do(func() {
 		p.mu.Lock()
@@ -92,37 +125,71 @@ func (p *Process) finish(st ExitStatus) {
 	})
 }
 
+// collect waits for the exit. WaitProcess runs alongside the output copy:
+// an honest agent ends the output within moments of the exit, but a
+// hostile one could stream forever and hold the exit back. Once
+// WaitProcess answers, output gets requestTimeout to finish, then is cut.
+// Output that arrives in that time reaches the host before the exit is
+// reported. If the VM dies, the process ends with VMDiedStatus.
 func (p *Process) collect() {
 	s := p.c.s
+	ctx := p.live()
 	go func() {
+		type answer struct {
+			r   *agentapi.WaitProcessResponse
+			err error
+		}
+		waited := make(chan answer, 1)
+		go func() {
+			r, err := s.agent.WaitProcess(ctx, &agentapi.ProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID})
+			waited <- answer{r, err}
+		}()
+		var a answer
 		select {
 		case <-p.io.outDone:
-		case <-s.dead:
+			a = <-waited
+		case a = <-waited:
+			// An exit, or the agent will not say: either way output
+			// may trail it only briefly (at once if the sandbox died).
+			p.drainOutput(ctx)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
+		st := ExitStatus{Code: VMDiedStatus, At: time.Now()}
+		if a.err == nil {
+			var lie error
+			st, lie = exitStatus(a.r, p.created, time.Now())
+			if lie != nil {
+				s.log.Warn("refused the agent's exit status", "container", p.c.ID, "exec", p.ExecID, "err", lie)
+			}
+		} else {
 			select {
 			case <-s.dead:
-				cancel()
-			case <-ctx.Done():
+				s.log.Warn("process ended with its VM", "container", p.c.ID, "exec", p.ExecID, "err", a.err)
+			default:
+				// Deleted while the agent never reported its exit, or the
+				// agent refused to say.
+				s.log.Warn("no exit status from the agent", "container", p.c.ID, "exec", p.ExecID, "err", a.err)
 			}
-		}()
-		st := ExitStatus{Code: VMDiedStatus}
-		r, err := s.agent.WaitProcess(ctx, &agentapi.ProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID})
-		if err == nil {
-			st.Code = uint32(r.Status)
-			st.At = time.Unix(0, r.ExitedAtUnixNs)
-			st.OOMKilled = r.OomKilled
-		} else {
-			s.log.Warn("process ended with its VM", "container", p.c.ID, "exec", p.ExecID, "err", err)
 		}
-		if st.At.IsZero() {
-			st.At = time.Now()
-		}
+		// Whatever still copies output (the agent failed, or is stalling)
+		// has nothing more to deliver for an exited process.
+		p.io.stopOutput()
 		p.io.close()
 		p.finish(st)
 	}()
+}
+
+// drainOutput lets output that trails an exit reach the host, for at most
+// requestTimeout: then the agent is taken to be stalling, and it is cut.
+func (p *Process) drainOutput(ctx context.Context) {
+	t := time.NewTimer(p.c.s.requestTimeout())
+	defer t.Stop()
+	select {
+	case <-p.io.outDone:
+	case <-ctx.Done():
+	case <-t.C:
+		p.c.s.log.Warn("output still streaming after the exit; cut", "container", p.c.ID, "exec", p.ExecID,
+			"after", p.c.s.requestTimeout())
+	}
 }
 
 // markNeverStarted ends a process that was created but never ran.
@@ -142,17 +209,31 @@ func (p *Process) markNeverStarted(code uint32) {
 // CloseStdin is containerd's CloseIO.
 func (p *Process) CloseStdin() { p.io.requestCloseStdin() }
 
+// stdinArgs is what the stdin copier needs to reach the agent.
+func (p *Process) stdinArgs() stdinTarget {
+	s := p.c.s
+	return stdinTarget{ctx: p.live(), a: s.agent, cid: p.c.ID, eid: p.ExecID, timeout: s.requestTimeout(), log: s.log}
+}
+
 // Resize sets the terminal size.
 func (p *Process) Resize(ctx context.Context, width, height uint32) error {
 	if !p.io.cfg.Terminal {
 		return fmt.Errorf("process %q has no terminal", p.ExecID)
 	}
-	_, err := p.c.s.agent.TtyWinResize(ctx, &agentapi.TtyWinResizeRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Rows: height, Columns: width})
-	return err
+	ctx, cancel := p.c.s.requestCtx(ctx)
+	defer cancel()
+	if _, err := p.c.s.agent.TtyWinResize(ctx, &agentapi.TtyWinResizeRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Rows: height, Columns: width}); err != nil {
+		return fmt.Errorf("resize terminal of %s/%s: %w", p.c.ID, p.ExecID, p.c.s.explain(err))
+	}
+	return nil
 }
 
 // Signal sends sig to this process (or, with all, to every process of the container).
 func (p *Process) Signal(ctx context.Context, sig uint32, all bool) error {
-	_, err := p.c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all})
-	return err
+	ctx, cancel := p.c.s.requestCtx(ctx)
+	defer cancel()
+	if _, err := p.c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all}); err != nil {
+		return fmt.Errorf("signal %d to %s/%s: %w", sig, p.c.ID, p.ExecID, p.c.s.explain(err))
+	}
+	return nil
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/fifo"
 
@@ -33,10 +35,14 @@ type hostIO struct {
 
 	outDone chan struct{} // stdout and stderr reached EOF and were written
 
-	// mu guards closeReq and copying.
+	// mu guards closeReq, copying, outStarted and stopOut.
 	mu       sync.Mutex
 	closeReq bool
 	copying  bool
+	// outStarted: the output copiers own stdout and stderr (they close
+	// them); stopOut cancels their reads.
+	outStarted bool
+	stopOut    context.CancelFunc
 }
 
 // openHostIO opens the host side. containerd has opened the other ends of
@@ -128,10 +134,17 @@ type streamReader func(context.Context, *agentapi.ReadStreamRequest) (*agentapi.
 
 // readChunk is what one ReadStdout asks for; large enough that a busy
 // stream costs few round trips, well under ttrpc's 4 MiB message limit.
+// An answer larger than asked for is refused.
 const readChunk = 1 << 20
 
-// startOutput copies the agent's stdout and stderr to the host until EOF.
-func (h *hostIO) startOutput(a Agent, cid, eid string) {
+// startOutput copies the agent's stdout and stderr to the host until EOF,
+// until ctx ends, or until stopOutput. Each chunk is written through as
+// it comes, so endless output costs the host no memory.
+func (h *hostIO) startOutput(ctx context.Context, a Agent, cid, eid string, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(ctx)
+	h.mu.Lock()
+	h.outStarted, h.stopOut = true, cancel
+	h.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range []struct {
 		read streamReader
@@ -147,27 +160,49 @@ func (h *hostIO) startOutput(a Agent, cid, eid string) {
 		wg.Add(1)
 		go func(read streamReader, w io.WriteCloser) {
 			defer wg.Done()
-			copyOut(read, w, cid, eid)
+			copyOut(ctx, read, w, cid, eid, log)
 		}(s.read, s.w)
 	}
 	go func() {
 		wg.Wait()
+		cancel()
 		close(h.outDone)
 	}()
 }
 
-// copyOut pulls one stream until the agent reports EOF or is gone. A host
-// reader that went away does not stop the pull: the process must not block
-// on a full pipe in the guest.
-func copyOut(read streamReader, w io.WriteCloser, cid, eid string) {
+// stopOutput ends the output copy: the process is gone, or the agent is
+// stalling its end.
+func (h *hostIO) stopOutput() {
+	h.mu.Lock()
+	stop := h.stopOut
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// copyOut pulls one stream until the agent reports EOF, fails, answers
+// with more than it was asked for, or ctx ends. A host reader that went
+// away does not stop the pull: the process must not block on a full pipe
+// in the guest.
+func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid string, log *slog.Logger) {
 	werr := w == nil
 	for {
-		r, err := read(context.Background(), &agentapi.ReadStreamRequest{ContainerId: cid, ExecId: eid, Len: readChunk})
-		if err != nil || len(r.Data) == 0 {
+		r, err := read(ctx, &agentapi.ReadStreamRequest{ContainerId: cid, ExecId: eid, Len: readChunk})
+		if err != nil {
+			break
+		}
+		data := r.GetData()
+		if len(data) == 0 {
+			break
+		}
+		if len(data) > readChunk {
+			log.Error("output stream failed; the rest of it is lost", "container", cid, "exec", eid,
+				"err", badAnswer("a read of %d bytes answered with %d", readChunk, len(data)))
 			break
 		}
 		if !werr {
-			if _, err := w.Write(r.Data); err != nil {
+			if _, err := w.Write(data); err != nil {
 				werr = true
 			}
 		}
@@ -177,9 +212,20 @@ func copyOut(read streamReader, w io.WriteCloser, cid, eid string) {
 	}
 }
 
+// stdinTarget is where a process's stdin goes: ctx is the process's life
+// (WriteStdin may wait as long as the process does not read), timeout
+// bounds the CloseStdin that CloseIO asks for.
+type stdinTarget struct {
+	ctx      context.Context
+	a        Agent
+	cid, eid string
+	timeout  time.Duration
+	log      *slog.Logger
+}
+
 // startStdin copies host stdin to the agent; at EOF (or CloseIO) it closes
 // the process's stdin, after every byte read has been written.
-func (h *hostIO) startStdin(a Agent, cid, eid string) {
+func (h *hostIO) startStdin(t stdinTarget) {
 	h.mu.Lock()
 	if h.stdin == nil {
 		h.mu.Unlock()
@@ -187,7 +233,7 @@ func (h *hostIO) startStdin(a Agent, cid, eid string) {
 	}
 	if h.closeReq {
 		h.mu.Unlock()
-		closeStdin(a, cid, eid)
+		closeStdin(t)
 		return
 	}
 	h.copying = true
@@ -196,30 +242,47 @@ func (h *hostIO) startStdin(a Agent, cid, eid string) {
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := h.stdin.Read(buf)
-			if n > 0 && !writeAll(a, cid, eid, buf[:n]) {
-				break
+			if n > 0 {
+				if werr := writeAll(t, buf[:n]); werr != nil {
+					if errors.Is(werr, ErrBadAnswer) {
+						t.log.Error("stdin stream failed", "container", t.cid, "exec", t.eid, "err", werr)
+						// containerd's writer gets EPIPE rather than a pipe
+						// nobody reads.
+						h.requestCloseStdin()
+					}
+					break
+				}
 			}
 			if err != nil {
 				break
 			}
 		}
-		closeStdin(a, cid, eid)
+		closeStdin(t)
 	}()
 }
 
-func writeAll(a Agent, cid, eid string, data []byte) bool {
+// writeAll writes data through the agent, which says how much each call
+// took: 1..len(data) is possible, anything else (0, more than was sent)
+// is a lie that fails the stream.
+func writeAll(t stdinTarget, data []byte) error {
 	for len(data) > 0 {
-		r, err := a.WriteStdin(context.Background(), &agentapi.WriteStreamRequest{ContainerId: cid, ExecId: eid, Data: data})
-		if err != nil || r.Len == 0 {
-			return false
+		r, err := t.a.WriteStdin(t.ctx, &agentapi.WriteStreamRequest{ContainerId: t.cid, ExecId: t.eid, Data: data})
+		if err != nil {
+			return fmt.Errorf("write stdin of %s/%s: %w", t.cid, t.eid, err)
 		}
-		data = data[r.Len:]
+		n := r.GetLen()
+		if n == 0 || uint64(n) > uint64(len(data)) {
+			return badAnswer("a stdin write of %d bytes answered as %d written", len(data), n)
+		}
+		data = data[n:]
 	}
-	return true
+	return nil
 }
 
-func closeStdin(a Agent, cid, eid string) {
-	_, _ = a.CloseStdin(context.Background(), &agentapi.ProcessRequest{ContainerId: cid, ExecId: eid})
+func closeStdin(t stdinTarget) {
+	ctx, cancel := context.WithTimeout(t.ctx, t.timeout)
+	defer cancel()
+	_, _ = t.a.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: t.cid, ExecId: t.eid})
 }
 
 // requestCloseStdin is containerd's CloseIO: end the stdin copy. Before the
@@ -246,9 +309,18 @@ func (h *hostIO) close() {
 	_ = errors.Join(errs...)
 }
 
-// closeOutputs is for a process that never started: nothing will copy.
-// (A file:// log shares one writer between both: it counts its closes.)
+// closeOutputs is for a process that never started. If its output copy
+// began (an init's begins at create), the copiers own the writers and are
+// stopped; else the writers are closed here. (A file:// log shares one
+// writer between both: it counts its closes.)
 func (h *hostIO) closeOutputs() {
+	h.mu.Lock()
+	started := h.outStarted
+	h.mu.Unlock()
+	if started {
+		h.stopOutput()
+		return
+	}
 	for _, w := range []io.WriteCloser{h.stdout, h.stderr} {
 		if w != nil {
 			w.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 )
@@ -77,6 +79,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
+	pid, err := vmmPid(sb)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "task %s: %v", r.ID, err)
+	}
+	if joins {
+		s.podNamespaces(spec, pid)
+	}
 	io := sandbox.IO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
@@ -84,9 +93,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c, err := sb.CreateContainer(ctx, sandbox.ContainerOptions{ID: r.ID, Bundle: r.Bundle, Rootfs: mounts, Spec: spec, IO: io})
 	if err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+		return nil, classed(err, errdefs.ErrFailedPrecondition)
 	}
-	t := newTask(r.ID, r.Bundle, owner, c, io)
+	t := newTask(r.ID, r.Bundle, owner, c, io, pid)
 	t.created = time.Now()
 	s.mu.Lock()
 	s.tasks[r.ID] = t
@@ -99,9 +108,48 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.events.publish(topicCreate, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid: c.Init().Pid(),
+		Pid: pid,
 	})
-	return &taskAPI.CreateTaskResponse{Pid: c.Init().Pid()}, nil
+	return &taskAPI.CreateTaskResponse{Pid: pid}, nil
+}
+
+// vmmPid is the host pid every task of sb reports: its VMM's.
+func vmmPid(sb *sandbox.Sandbox) (uint32, error) {
+	pids := sb.VMPids()
+	if len(pids) == 0 || pids[0] <= 0 || pids[0] > math.MaxInt32 {
+		return 0, fmt.Errorf("the VM has no host process to report as the task's pid (%v)", pids)
+	}
+	return uint32(pids[0]), nil
+}
+
+// podNamespaces points a joining container's namespace paths at the pod's
+// sandbox container in the guest. containerd's CRI names the pod's
+// namespaces /proc/PID/ns/TYPE with the pid this shim reported for the
+// sandbox task, which is the VMM's host pid; the guest knows that
+// container by its guest pid. Any other /proc/PID/ns path names a host
+// process and would mean an unrelated process in the guest: it is dropped,
+// so the container gets a namespace of its own.
+func (s *service) podNamespaces(spec *specs.Spec, vmm uint32) {
+	if spec.Linux == nil {
+		return
+	}
+	s.mu.Lock()
+	var guest uint32
+	if t, ok := s.tasks[s.sandboxID]; ok {
+		guest = t.c.Init().Pid()
+	}
+	s.mu.Unlock()
+	for i, n := range spec.Linux.Namespaces {
+		pid, ok := agentapi.ProcNSPid(n.Path)
+		if !ok {
+			continue
+		}
+		if uint32(pid) == vmm && guest != 0 {
+			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", guest, filepath.Base(n.Path))
+		} else {
+			spec.Linux.Namespaces[i].Path = ""
+		}
+	}
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {

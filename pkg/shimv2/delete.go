@@ -25,7 +25,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if r.ExecID != "" {
 		t.c.RemoveExec(r.ExecID)
 		st := p.Status()
-		return &taskAPI.DeleteResponse{Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: ts(st.At)}, nil
+		return &taskAPI.DeleteResponse{Pid: t.pid, ExitStatus: st.Code, ExitedAt: ts(st.At)}, nil
 	}
 	rmErr := t.c.Remove(ctx)
 	st := p.Status()
@@ -49,7 +49,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.log.Warn("remove container", "id", r.ID, "err", rmErr)
 	}
 	s.events.publish(topicDelete, &eventstypes.TaskDelete{
-		ContainerID: r.ID, Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At), ID: r.ID,
+		ContainerID: r.ID, Pid: t.pid, ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At), ID: r.ID,
 	})
-	return &taskAPI.DeleteResponse{Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At)}, nil
+	return &taskAPI.DeleteResponse{Pid: t.pid, ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At)}, nil
 }

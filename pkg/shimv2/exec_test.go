@@ -9,6 +9,8 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
 
 func execSpec(args ...string) *anypb.Any {
@@ -45,7 +47,7 @@ func TestExecOutputToFileAndEvents(t *testing.T) {
 	if ev := h.event(topicExecAdded).(*eventstypes.TaskExecAdded); ev.ExecID != "e" {
 		t.Fatalf("TaskExecAdded %+v", ev)
 	}
-	if ev := h.event(topicExecStarted).(*eventstypes.TaskExecStarted); ev.ExecID != "e" || ev.Pid != 42 {
+	if ev := h.event(topicExecStarted).(*eventstypes.TaskExecStarted); ev.ExecID != "e" || ev.Pid != sandboxtest.VMMPid {
 		t.Fatalf("TaskExecStarted %+v", ev)
 	}
 	if _, err := h.s.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "c", ExecID: "e"}); err != nil {

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kata-go/kata-go/pkg/config"
+	"github.com/kata-go/kata-go/pkg/hypervisor"
+	"github.com/kata-go/kata-go/pkg/sandbox"
 	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
 
@@ -75,17 +77,45 @@ type harness struct {
 	dir    string
 }
 
-func newHarness(t *testing.T, script func([]string) sandboxtest.Behavior) *harness {
+// harnessOption changes what a harness is built from.
+type harnessOption func(*harnessSetup)
+
+type harnessSetup struct {
+	config string                                 // TOML appended to the config file
+	agent  func(*sandboxtest.Agent) sandbox.Agent // wraps the fake agent
+}
+
+// withConfig appends TOML (whole tables) to the harness's config file.
+func withConfig(toml string) harnessOption {
+	return func(s *harnessSetup) { s.config += toml }
+}
+
+// withAgent puts wrap(fake) between the sandbox and the fake agent, as a
+// lying agent does; env.Agent stays the fake inside.
+func withAgent(wrap func(*sandboxtest.Agent) sandbox.Agent) harnessOption {
+	return func(s *harnessSetup) { s.agent = wrap }
+}
+
+func newHarness(t *testing.T, script func([]string) sandboxtest.Behavior, opts ...harnessOption) *harness {
 	t.Helper()
+	var setup harnessSetup
+	for _, o := range opts {
+		o(&setup)
+	}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kata.toml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("[runtime]\nstate_root = %q\n", filepath.Join(dir, "state"))), 0o644); err != nil {
+	cfg := fmt.Sprintf("[runtime]\nstate_root = %q\n", filepath.Join(dir, "state")) + setup.config
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv(config.EnvPath, cfgPath)
 	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), "test"))
 	ctx, sd := shutdown.WithShutdown(ctx)
 	deps, env := sandboxtest.Deps(script)
+	if setup.agent != nil {
+		a := setup.agent(env.Agent)
+		deps.DialAgent = func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return a, nil }
+	}
 	pub := &recorder{}
 	h := &harness{t: t, ctx: ctx, s: newService(ctx, pub, sd, deps), pub: pub, env: env, sd: sd, cancel: cancel, dir: dir}
 	t.Cleanup(h.close)

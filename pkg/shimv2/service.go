@@ -91,7 +91,7 @@ func (s *service) getProcess(id, execID string) (*task, *sandbox.Process, error)
 func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
 	if t, err := s.getTask(r.ID); err == nil {
-		resp.TaskPid = t.c.Init().Pid()
+		resp.TaskPid = t.pid
 	}
 	return resp, nil
 }

@@ -19,16 +19,16 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	if r.ExecID == "" {
 		if err := t.c.Start(ctx); err != nil {
-			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+			return nil, classed(err, errdefs.ErrFailedPrecondition)
 		}
 		t.started = time.Now()
-		s.events.publish(topicStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: p.Pid()})
+		s.events.publish(topicStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
 	} else {
 		if err := t.c.StartExec(ctx, p); err != nil {
-			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+			return nil, classed(err, errdefs.ErrFailedPrecondition)
 		}
-		s.events.publish(topicExecStarted, &eventstypes.TaskExecStarted{ContainerID: t.id, ExecID: r.ExecID, Pid: p.Pid()})
+		s.events.publish(topicExecStarted, &eventstypes.TaskExecStarted{ContainerID: t.id, ExecID: r.ExecID, Pid: t.pid})
 	}
 	s.watchExit(t, p)
-	return &taskAPI.StartResponse{Pid: p.Pid()}, nil
+	return &taskAPI.StartResponse{Pid: t.pid}, nil
 }

@@ -20,7 +20,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	paused := t.paused
 	t.mu.Unlock()
 	resp := &taskAPI.StateResponse{
-		ID: r.ID, Bundle: t.bundle, Pid: p.Pid(), Status: tasktypes.Status_CREATED,
+		ID: r.ID, Bundle: t.bundle, Pid: t.pid, Status: tasktypes.Status_CREATED,
 		Stdin: io.Stdin, Stdout: io.Stdout, Stderr: io.Stderr, Terminal: io.Terminal, ExecID: r.ExecID,
 	}
 	if r.ExecID != "" {
@@ -50,6 +50,10 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	if err != nil {
 		return nil, errToGRPC(err)
 	}
+	// These stay guest pids, unlike every other pid the shim reports:
+	// they are what `ctr task ps` shows and mean something only inside the
+	// VM (containerd does not signal or open them). Each was checked to be
+	// a possible pid, not that the agent told the truth about it.
 	resp := &taskAPI.PidsResponse{}
 	for _, pid := range pids {
 		resp.Processes = append(resp.Processes, &tasktypes.ProcessInfo{Pid: pid})

@@ -5,6 +5,8 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+
+	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
 
 func (h *harness) status(id string) tasktypes.Status {
@@ -54,7 +56,7 @@ func TestPidsListsGuestProcesses(t *testing.T) {
 		t.Fatalf("pids: %+v %v", r, err)
 	}
 	c, err := h.s.Connect(h.ctx, &taskAPI.ConnectRequest{ID: "c"})
-	if err != nil || c.ShimPid == 0 || c.TaskPid != 1 {
+	if err != nil || c.ShimPid == 0 || c.TaskPid != sandboxtest.VMMPid {
 		t.Fatalf("connect: %+v %v", c, err)
 	}
 }

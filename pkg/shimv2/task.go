@@ -18,6 +18,11 @@ type task struct {
 	owner  bool // this task's create started the VM; its delete stops it
 	c      *sandbox.Container
 	io     sandbox.IO
+	// pid is what containerd is told for every process of this task: the
+	// host pid of the pod's VMM. containerd and host tools take a task pid
+	// as a host pid (kill it, open /proc/PID/ns/net); a guest pid would name
+	// an unrelated host process. Kata reports the VMM's pid the same way.
+	pid uint32
 	// created and started time the task's start for the boot-phase log.
 	created, started time.Time
 
@@ -29,8 +34,8 @@ type task struct {
 	watched map[string]bool
 }
 
-func newTask(id, bundle string, owner bool, c *sandbox.Container, io sandbox.IO) *task {
-	return &task{id: id, bundle: bundle, owner: owner, c: c, io: io, execIO: map[string]sandbox.IO{}, watched: map[string]bool{}}
+func newTask(id, bundle string, owner bool, c *sandbox.Container, io sandbox.IO, pid uint32) *task {
+	return &task{id: id, bundle: bundle, owner: owner, c: c, io: io, pid: pid, execIO: map[string]sandbox.IO{}, watched: map[string]bool{}}
 }
 
 // process finds the init ("") or an exec.
@@ -68,7 +73,7 @@ func (s *service) watchExit(t *task, p *sandbox.Process) {
 			s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: t.id})
 		}
 		s.events.publish(topicExit, &eventstypes.TaskExit{
-			ContainerID: t.id, ID: id, Pid: p.Pid(), ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At),
+			ContainerID: t.id, ID: id, Pid: t.pid, ExitStatus: st.Code, ExitedAt: timestamppb.New(st.At),
 		})
 		if p.ExecID == "" && t.owner {
 			s.logPhases(t, time.Now())

@@ -2,6 +2,7 @@ package shimv2
 
 import (
 	"context"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 
@@ -25,21 +26,113 @@ func (s *service) watchSandbox(sb *sandbox.Sandbox) {
 	}
 }
 
+// The OOM long poll is paced so an agent answering it in a tight loop
+// cannot make the shim spin: a burst of oomBurst events is taken at once,
+// then one per oomInterval. Honest guests see a handful of OOM kills.
+const (
+	oomBurst    = 16
+	oomInterval = 100 * time.Millisecond
+	// oomLogEvery bounds how often ignored events are logged.
+	oomLogEvery = 10 * time.Second
+)
+
 // forwardOOM long-polls the agent for OOM kills and publishes TaskOOM.
+// The agent is not trusted: it may name a container of another pod (CRI
+// would mark that container OOMKilled), repeat an event forever or answer
+// as fast as it can. Only tasks of this shim get a TaskOOM, each at most
+// once (markOOM is shared with the exit path), and nothing here grows
+// with the number of events.
 func (s *service) forwardOOM(sb *sandbox.Sandbox) {
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
-		<-sb.Dead()
-		cancel()
+		select {
+		case <-sb.Dead():
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
+	pace := newPacer(oomBurst, oomInterval)
+	var ignored int
+	var lastLog time.Time
 	for {
+		if !pace.wait(ctx) {
+			return
+		}
 		ev, err := sb.WaitOOM(ctx, &agentapi.Empty{})
 		if err != nil {
 			return
 		}
-		if t, err := s.getTask(ev.ContainerId); err == nil {
-			t.markOOM()
+		id := ev.GetContainerId()
+		if t := s.oomTask(sb, id); t != nil {
+			if t.markOOM() {
+				s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: t.id})
+			}
+			continue // a repeat: already published once
 		}
-		s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: ev.ContainerId})
+		ignored++
+		if now := time.Now(); ignored == 1 || now.Sub(lastLog) >= oomLogEvery {
+			s.log.Warn("agent reported an OOM kill of a container this shim does not run; ignored",
+				"container", truncateID(id), "ignored_so_far", ignored)
+			lastLog = now
+		}
+	}
+}
+
+// oomTask is the task an OOM event may be published for: one in this
+// shim's table, running in sb. Nil for anything else.
+func (s *service) oomTask(sb *sandbox.Sandbox, id string) *task {
+	if !agentapi.ValidID(id) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[id]
+	if !ok || s.sb != sb {
+		return nil
+	}
+	return t
+}
+
+// truncateID bounds an id an agent sent before it reaches a log line.
+func truncateID(id string) string {
+	const max = 140
+	if len(id) > max {
+		return id[:max] + "..."
+	}
+	return id
+}
+
+// pacer is a token bucket: burst tokens, one more per interval.
+type pacer struct {
+	burst    int
+	interval time.Duration
+	tokens   int
+	last     time.Time
+}
+
+func newPacer(burst int, interval time.Duration) *pacer {
+	return &pacer{burst: burst, interval: interval, tokens: burst, last: time.Now()}
+}
+
+// wait takes a token, sleeping until one is due; false if ctx ended first.
+func (p *pacer) wait(ctx context.Context) bool {
+	now := time.Now()
+	if n := int(now.Sub(p.last) / p.interval); n > 0 {
+		p.tokens = min(p.burst, p.tokens+n)
+		p.last = p.last.Add(time.Duration(n) * p.interval)
+	}
+	if p.tokens > 0 {
+		p.tokens--
+		return true
+	}
+	t := time.NewTimer(p.interval - now.Sub(p.last))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		p.last = p.last.Add(p.interval)
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

@@ -43,6 +43,9 @@ type Agent struct {
 	oom      chan string
 	storages map[string][]*agentapi.Storage
 	specs    map[string]*specs.Spec
+	// nextPid is the guest pid of the next container init; the agent is
+	// PID 1 in the guest, so containers start above it.
+	nextPid uint32
 }
 
 type proc struct {
@@ -63,7 +66,7 @@ func NewAgent(script func([]string) Behavior) *Agent {
 	return &Agent{
 		Script: script, procs: map[string]*proc{}, paused: map[string]bool{},
 		stdin: map[string][]byte{}, resource: map[string][]byte{}, storages: map[string][]*agentapi.Storage{}, specs: map[string]*specs.Spec{},
-		closed: make(chan struct{}), oom: make(chan string, 8),
+		closed: make(chan struct{}), oom: make(chan string, 8), nextPid: 100,
 	}
 }
 
@@ -213,7 +216,8 @@ func (a *Agent) CreateContainer(_ context.Context, r *agentapi.CreateContainerRe
 	a.add(r.ContainerId, "", s.Process.Args)
 	a.storages[r.ContainerId] = r.Storages
 	a.specs[r.ContainerId] = &s
-	return &agentapi.CreateContainerResponse{Pid: 1}, nil
+	a.nextPid++
+	return &agentapi.CreateContainerResponse{Pid: a.nextPid}, nil
 }
 
 func (a *Agent) StartContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {

@@ -15,6 +15,11 @@ import (
 	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
+// VMMPid is the host pid the fake VM reports for its VMM. No host process
+// can have it (it is above Linux's PID_MAX_LIMIT, 1<<22), so cleanup,
+// which kills the recorded VM processes, never touches a real one.
+const VMMPid = 1<<22 + 4242
+
 // Hypervisor is a VM that starts at once and ends when told (or killed).
 type Hypervisor struct {
 	Cfg hypervisor.Config
@@ -76,7 +81,10 @@ func (h *Hypervisor) Kill() { h.once.Do(func() { close(h.exited) }) }
 
 func (h *Hypervisor) Exited() <-chan struct{} { return h.exited }
 func (h *Hypervisor) ExitErr() error          { return errors.New("fake VM killed") }
-func (h *Hypervisor) Pids() []int             { return nil }
+
+// Pids are the VMM's, as QEMU's list its own process first.
+func (h *Hypervisor) Pids() []int { return []int{VMMPid} }
+
 func (h *Hypervisor) AgentAddress() hypervisor.AgentAddress {
 	return hypervisor.AgentAddress{Transport: hypervisor.TransportSerial, Path: filepath.Join(h.Cfg.StateDir, "agent.sock")}
 }
