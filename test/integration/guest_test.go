@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 	if c, err := agentclient.Dial(wctx, agentclient.Address{Transport: agentclient.Transport(addr.Transport), Path: addr.Path, Secret: wrong}); err == nil {
 		c.Close()
 		t.Fatal("the agent served a connection with the wrong secret")
-	} else if !strings.Contains(err.Error(), "refused the proof") {
+	} else if !errors.Is(err, channel.ErrAuth) {
 		t.Fatalf("dial with the wrong secret: %v, want the agent's refusal", err)
 	}
 	wcancel()

@@ -190,6 +190,12 @@ func Connect(conn io.ReadWriter, secret []byte) error {
 		// pod's shim is connected already): either way, final.
 		return fmt.Errorf("%w: the agent refused the proof (%v): is this the pod's secret, and its only client?", ErrAuth, err)
 	}
+	if strings.HasPrefix(line, ReadyPrefix) {
+		// On a serial port the host's socket outlives the guest's open of
+		// the port: a refusing agent closes and reopens it, and greets
+		// again on the same connection.
+		return fmt.Errorf("%w: the agent refused the proof and started over: is this the pod's secret?", ErrAuth)
+	}
 	if !IsOK(line) {
 		return fmt.Errorf("agent channel: unexpected answer %q to the proof", truncate(line))
 	}
