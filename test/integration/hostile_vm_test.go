@@ -261,6 +261,14 @@ func TestHostileGuestQEMULeastPrivilege(t *testing.T) {
 			if st["CapEff"] != "0000000000000000" || st["CapPrm"] != "0000000000000000" {
 				t.Errorf("qemu CapEff %s CapPrm %s, want none", st["CapEff"], st["CapPrm"])
 			}
+			// QEMU made its sockets as root, before the drop: they stay the
+			// shim's, in a 0700 root directory QEMU can no longer enter.
+			for _, sock := range []string{"qmp.sock", "agent.sock"} {
+				var sst unix.Stat_t
+				if err := unix.Lstat(filepath.Join(tv.dir, sock), &sst); err != nil || sst.Uid != 0 || sst.Mode&0o777 != 0o600 {
+					t.Errorf("%s: uid %d mode %o, %v; want root 0600", sock, sst.Uid, sst.Mode&0o777, err)
+				}
+			}
 		})
 	}
 }
