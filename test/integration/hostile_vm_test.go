@@ -471,3 +471,36 @@ sleep 1000`, n*16)
 		t.Fatal(err)
 	}
 }
+
+// A guest that writes to its console without end never stalls QEMU: QMP
+// still answers and a graceful stop is quick, and the files stay capped.
+func TestHostileGuestConsoleEndlessFlood(t *testing.T) {
+	tv := newTinyVM(t, "echo FLOODING\ntr '\\000' x < /dev/zero > /dev/ttyS0", nil)
+	tv.start(t)
+	tv.waitConsole(t, "FLOODING", 60*time.Second)
+	// At 0.2 MiB/s (TCG) ten seconds rotate the 1 MiB file at least once.
+	time.Sleep(10 * time.Second)
+	for _, f := range []string{tv.vm.ConsoleLog(), tv.vm.ConsoleLog() + ".1"} {
+		fi, err := os.Stat(f)
+		if err != nil || fi.Size() > 1<<20 {
+			t.Fatalf("%s: %v; want at most 1 MiB", f, err)
+		}
+		t.Logf("%s: %d bytes", filepath.Base(f), fi.Size())
+	}
+	begin := time.Now()
+	if err := tv.vm.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Stop sends QMP quit and kills after 2 s: quicker means QEMU's main
+	// loop answered while the guest flooded.
+	d := time.Since(begin)
+	t.Logf("graceful stop during the flood took %s", d)
+	if d > 1500*time.Millisecond {
+		t.Errorf("stop took %s during the flood: QMP did not answer promptly", d)
+	}
+	select {
+	case <-tv.vm.Exited():
+	default:
+		t.Error("stopped VM not exited")
+	}
+}
