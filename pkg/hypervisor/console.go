@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 )
 
 // consoleCap bounds console.log; once full it is rotated to console.log.1
@@ -120,9 +122,16 @@ func (c *console) rotate() {
 	c.f = f
 }
 
-// lastLines is the end of the console, for error messages.
+// lastLines is the end of the console, for error messages. The guest
+// wrote it: anything but printable text and newlines becomes '?', so no
+// escape sequence reaches a terminal or log viewer.
 func (c *console) lastLines(n int) string {
-	s := c.tail.String()
+	s := strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || (unicode.IsPrint(r) && r != utf8.RuneError) {
+			return r
+		}
+		return '?'
+	}, c.tail.String())
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

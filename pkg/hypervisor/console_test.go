@@ -88,3 +88,16 @@ func TestConsoleDoesNotFollowSymlinks(t *testing.T) {
 		t.Fatal("console log opened through a symlink")
 	}
 }
+
+func TestConsoleTailIsPrintable(t *testing.T) {
+	w, c, err := startConsole(filepath.Join(t.TempDir(), consoleFile), 100, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("ok\n\x1b[2Jcleared\x00\xff\n"))
+	w.Close()
+	<-c.done
+	if got := c.lastLines(2); got != "ok\n?[2Jcleared??" {
+		t.Errorf("tail %q", got)
+	}
+}

@@ -89,7 +89,21 @@ func (q *QEMU) vsockCID() uint32 {
 	return 3 + h%(1<<31)
 }
 
+// ConsoleLog is the newest part of the console: at most consoleCap bytes,
+// the part before it in ConsoleLog()+".1".
 func (q *QEMU) ConsoleLog() string { return filepath.Join(q.cfg.StateDir, consoleFile) }
+
+// ConsoleTail returns the last n lines the guest wrote to its console (at
+// most 4 KiB), from memory: no file to read, whatever happened to the disk.
+func (q *QEMU) ConsoleTail(n int) string {
+	q.mu.Lock()
+	c := q.console
+	q.mu.Unlock()
+	if c == nil {
+		return ""
+	}
+	return c.lastLines(n)
+}
 
 func (q *QEMU) Exited() <-chan struct{} {
 	q.mu.Lock()

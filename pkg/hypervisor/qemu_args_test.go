@@ -108,10 +108,10 @@ func TestArgsAgentSecretFwCfg(t *testing.T) {
 	if strings.Contains(a, "-fw_cfg") || strings.Contains(a, "qemu_fw_cfg") {
 		t.Errorf("no secret, yet fw_cfg in args:\n%s", a)
 	}
-	l.secretPath = "/state/agent-secret"
+	l.secretPath = "/state,x/agent-secret"
 	a = joined(l.args())
 	for _, want := range []string{
-		"-fw_cfg name=opt/io.kata-go/agent-secret,file=/state/agent-secret",
+		"-fw_cfg name=opt/io.kata-go/agent-secret,file=/state,,x/agent-secret",
 		"qemu_fw_cfg.ioport=12@0x510:0:1:4",
 	} {
 		if !strings.Contains(a, want) {
