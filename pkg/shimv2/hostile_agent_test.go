@@ -700,3 +700,50 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Answers with no message at all (a fake or a broken transport could give
+// them; ttrpc decodes an empty message to zero values) read as empty
+// ones: nothing dereferences them.
+func TestHostileNilAnswers(t *testing.T) {
+	var createNil atomic.Bool
+	h, _ := hostile(t, runs, func(l *liar) {
+		l.createContainer = func(ctx context.Context, r *agentapi.CreateContainerRequest) (*agentapi.CreateContainerResponse, error) {
+			if createNil.Load() {
+				return nil, nil
+			}
+			return l.Agent.CreateContainer(ctx, r)
+		}
+		l.getOOMEvent = func(ctx context.Context, _ *agentapi.Empty) (*agentapi.OOMEvent, error) {
+			return nil, ctx.Err()
+		}
+		l.readStdout = func(context.Context, *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error) {
+			return nil, nil // EOF
+		}
+		l.waitProcess = func(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.WaitProcessResponse, error) {
+			if _, err := l.Agent.WaitProcess(ctx, r); err != nil {
+				return nil, err
+			}
+			return nil, nil // exited 0
+		}
+		l.execProcess = func(context.Context, *agentapi.ExecProcessRequest) (*agentapi.ExecProcessResponse, error) {
+			return nil, nil // pid 0: refused
+		}
+	})
+	h.create("c", "fail")
+	h.start("c", "")
+	if got := h.wait("c", ""); got != 0 {
+		t.Fatalf("status %d from a nil WaitProcess answer, want 0", got)
+	}
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("true")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.s.Start(h.ctx, &taskAPI.StartRequest{ID: "c", ExecID: "e"})
+	wantCode(t, "exec with a nil answer", err, codes.Internal)
+	ann := map[string]string{annContainerType: "container", annSandboxID: "c"}
+	createNil.Store(true)
+	_, err = h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: h.bundle("app", ann, "true")})
+	wantCode(t, "create with a nil answer", err, codes.Internal)
+	if ooms := h.published(topicOOM); len(ooms) != 0 {
+		t.Fatalf("TaskOOM %v from nil OOM answers", ooms)
+	}
+}

@@ -96,14 +96,15 @@ func (s *service) oomTask(sb *sandbox.Sandbox, id string) *task {
 
 // truncateID bounds an id an agent sent before it reaches a log line.
 func truncateID(id string) string {
-	const max = 140
-	if len(id) > max {
-		return id[:max] + "..."
+	const maxLen = 140
+	if len(id) > maxLen {
+		return id[:maxLen] + "..."
 	}
 	return id
 }
 
-// pacer is a token bucket: burst tokens, one more per interval.
+// pacer is a token bucket: burst tokens, one more per interval. One
+// goroutine owns it, so it has no lock.
 type pacer struct {
 	burst    int
 	interval time.Duration
