@@ -202,14 +202,18 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if o.Spec != nil {
 		hostname = o.Spec.Hostname
 	}
-	if _, err := s.agent.CreateSandbox(ctx, &agentapi.CreateSandboxRequest{
+	// The agent is untrusted from its first answer on: a guest that never
+	// answers fails the start in bounded time.
+	actx, cancel := s.createCtx(ctx)
+	defer cancel()
+	if _, err := s.agent.CreateSandbox(actx, &agentapi.CreateSandboxRequest{
 		SandboxId: o.ID, Hostname: hostname,
 		Storages: []*agentapi.Storage{{Driver: guestFSDriver(h.SharedFS), Source: shareTag, MountPoint: guestSharedRoot}},
 	}); err != nil {
 		s.agent.Close()
 		return nil, fmt.Errorf("agent: create sandbox: %w", err)
 	}
-	if err := s.configureGuestNetwork(ctx); err != nil {
+	if err := s.configureGuestNetwork(actx); err != nil {
 		s.agent.Close()
 		return nil, err
 	}
@@ -250,7 +254,13 @@ func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("agent: configure interface %s (%s): %w", ep.Veth, ep.MAC, err)
 		}
-		names[ep.Veth] = r.Name
+		// The name goes back to the guest only (in its routes); refuse
+		// what no Linux interface name can be.
+		name := r.GetName()
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \x00") {
+			return fmt.Errorf("agent: configure interface %s (%s): %w: interface name %q", ep.Veth, ep.MAC, ErrBadAnswer, name)
+		}
+		names[ep.Veth] = name
 	}
 	var routes []*agentapi.Route
 	for _, r := range s.net.Routes {

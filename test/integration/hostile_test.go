@@ -264,7 +264,7 @@ while :; do
     mkdir $c/mounts 2>/dev/null
   done
   ln -s %[2]s $S/next 2>/dev/null
-  n=$((n+1)); [ $((n %% 200)) = 0 ] && echo ROUNDS $n
+  n=$((n+1)); echo ROUNDS $n
 done`, file.path, dir.path)
 	attacker, err := startContainer(t, d, podID, pod, "planter", ctrOpts{privileged: true}, "sh", "-c", script)
 	if err != nil {
@@ -298,6 +298,9 @@ done`, file.path, dir.path)
 	t.Logf("%d of %d containers started while the planter ran (%s)", ok, plantRaceContainers, lastLine(out, "ROUNDS"))
 	if ok == 0 {
 		t.Errorf("no container started at all under the race")
+	}
+	if lastLine(out, "ROUNDS") == "ROUNDS none" {
+		t.Errorf("the planter never finished a round, so there was no race:\n%s", out)
 	}
 	file.check(t)
 	dir.check(t)
