@@ -66,7 +66,7 @@ deps:
 test: deps lint test-unit test-integration
 
 test-unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 test-integration: build guest
 	$(GO) test -tags integration -count=1 -v -timeout 60m ./test/integration/ 2>&1 | tee /tmp/kata-go-integration.log; exit $${PIPESTATUS[0]}
