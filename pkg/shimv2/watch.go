@@ -5,6 +5,7 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"golang.org/x/time/rate"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/sandbox"
@@ -52,11 +53,11 @@ func (s *service) forwardOOM(sb *sandbox.Sandbox) {
 		case <-ctx.Done():
 		}
 	}()
-	pace := newPacer(oomBurst, oomInterval)
+	pace := rate.NewLimiter(rate.Every(oomInterval), oomBurst)
 	var ignored int
 	var lastLog time.Time
 	for {
-		if !pace.wait(ctx) {
+		if pace.Wait(ctx) != nil {
 			return
 		}
 		ev, err := sb.WaitOOM(ctx, &agentapi.Empty{})
@@ -101,39 +102,4 @@ func truncateID(id string) string {
 		return id[:maxLen] + "..."
 	}
 	return id
-}
-
-// pacer is a token bucket: burst tokens, one more per interval. One
-// goroutine owns it, so it has no lock.
-type pacer struct {
-	burst    int
-	interval time.Duration
-	tokens   int
-	last     time.Time
-}
-
-func newPacer(burst int, interval time.Duration) *pacer {
-	return &pacer{burst: burst, interval: interval, tokens: burst, last: time.Now()}
-}
-
-// wait takes a token, sleeping until one is due; false if ctx ended first.
-func (p *pacer) wait(ctx context.Context) bool {
-	now := time.Now()
-	if n := int(now.Sub(p.last) / p.interval); n > 0 {
-		p.tokens = min(p.burst, p.tokens+n)
-		p.last = p.last.Add(time.Duration(n) * p.interval)
-	}
-	if p.tokens > 0 {
-		p.tokens--
-		return true
-	}
-	t := time.NewTimer(p.interval - now.Sub(p.last))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		p.last = p.last.Add(p.interval)
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
