@@ -87,16 +87,10 @@ func runPod(t *testing.T, d *daemon, name string) (string, string, string) {
 
 func createContainer(t *testing.T, d *daemon, podID, pod, name string, cmd ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	ctr := writeJSON(t, filepath.Join(dir, "ctr.json"), map[string]any{
-		"metadata": map[string]any{"name": name},
-		"image":    map[string]any{"image": ctrenv.Image},
-		"command":  cmd,
-		"log_path": name + ".log",
-		"linux":    map[string]any{},
-	})
-	id := crictl(t, d, "create", podID, ctr, pod)
-	crictl(t, d, "start", id)
+	id, err := startContainer(t, d, podID, pod, name, ctrOpts{}, cmd...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return id
 }
 
