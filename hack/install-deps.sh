@@ -20,7 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-command -v go >/dev/null || { echo "install-deps: Go is required (https://go.dev/dl), found none on PATH" >&2; exit 1; }
+# Go 1.26 at /usr/local/go: fetched through the module proxy when missing
+# or older (Debian 12's own is 1.19).
+"$(dirname "$0")/install-go.sh"
+export PATH=/usr/local/go/bin:$PATH
 
 if [ "${1:-}" = "--test-tools" ]; then
 	dir=${KATA_GO_CONTAINERD2_DIR:-/var/cache/kata-go/containerd-v2.4.2}
