@@ -178,17 +178,34 @@ func (p *Process) collect() {
 	}()
 }
 
-// drainOutput lets output that trails an exit reach the host, for at most
-// requestTimeout: then the agent is taken to be stalling, and it is cut.
+// drainOutputRounds bounds how many requestTimeouts output may keep
+// flowing after an exit: an agent streaming without end must not keep the
+// exit from containerd forever.
+const drainOutputRounds = 6
+
+// drainOutput lets output that trails an exit reach the host while it
+// keeps moving, up to drainOutputRounds times requestTimeout: a stream that
+// makes no progress for requestTimeout is taken to be stalled by the agent
+// (or held open by a child that outlived the process) and cut.
 func (p *Process) drainOutput(ctx context.Context) {
-	t := time.NewTimer(p.c.s.requestTimeout())
+	t := time.NewTicker(p.c.s.requestTimeout())
 	defer t.Stop()
-	select {
-	case <-p.io.outDone:
-	case <-ctx.Done():
-	case <-t.C:
-		p.c.s.log.Warn("output still streaming after the exit; cut", "container", p.c.ID, "exec", p.ExecID,
-			"after", p.c.s.requestTimeout())
+	last := p.io.chunks.Load()
+	for round := 1; ; round++ {
+		select {
+		case <-p.io.outDone:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := p.io.chunks.Load()
+			if now == last || round >= drainOutputRounds {
+				p.c.s.log.Warn("output made no progress after the exit; cut", "container", p.c.ID, "exec", p.ExecID,
+					"for", p.c.s.requestTimeout())
+				return
+			}
+			last = now
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ type hostIO struct {
 	closer []io.Closer // extra things to close at the end (binary loggers)
 
 	outDone chan struct{} // stdout and stderr reached EOF and were written
+	// chunks counts output chunks written, so a drain can tell a stream
+	// that is still moving from one the agent stalls.
+	chunks atomic.Uint64
 
 	// mu guards closeReq, copying, outStarted and stopOut.
 	mu       sync.Mutex
@@ -160,7 +164,7 @@ func (h *hostIO) startOutput(ctx context.Context, a Agent, cid, eid string, log 
 		wg.Add(1)
 		go func(read streamReader, w io.WriteCloser) {
 			defer wg.Done()
-			copyOut(ctx, read, w, cid, eid, log)
+			copyOut(ctx, read, w, cid, eid, log, &h.chunks)
 		}(s.read, s.w)
 	}
 	go func() {
@@ -185,7 +189,7 @@ func (h *hostIO) stopOutput() {
 // with more than it was asked for, or ctx ends. A host reader that went
 // away does not stop the pull: the process must not block on a full pipe
 // in the guest.
-func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid string, log *slog.Logger) {
+func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid string, log *slog.Logger, chunks *atomic.Uint64) {
 	werr := w == nil
 	for {
 		r, err := read(ctx, &agentapi.ReadStreamRequest{ContainerId: cid, ExecId: eid, Len: readChunk})
@@ -206,6 +210,7 @@ func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid 
 				werr = true
 			}
 		}
+		chunks.Add(1)
 	}
 	if w != nil {
 		w.Close()
