@@ -29,8 +29,9 @@ func guestSpec(s *specs.Spec, id string, mounts []specs.Mount) ([]byte, error) {
 	g.Hooks = nil
 	if g.Linux != nil {
 		// Host paths mean nothing in the guest; /proc/PID/ns/* of a pod's
-		// sandbox (PID being the guest pid we reported) is kept for the
-		// agent to check and join.
+		// sandbox (the shim has rewritten PID from the VMM's host pid to
+		// the sandbox container's guest pid) is kept for the agent to
+		// check and join.
 		for i, n := range g.Linux.Namespaces {
 			if _, ok := agentapi.ProcNSPid(n.Path); !ok {
 				g.Linux.Namespaces[i].Path = ""
