@@ -41,6 +41,7 @@ func readSecret(path string) ([]byte, error) {
 type guardedListener struct {
 	inner  net.Listener
 	secret []byte
+	nonces *channel.Nonces
 	// permitted decides on a peer before a byte is exchanged.
 	permitted func(net.Addr) bool
 
@@ -61,7 +62,8 @@ var _ net.Listener = (*guardedListener)(nil)
 func guard(l net.Listener, secret []byte) *guardedListener {
 	g := &guardedListener{
 		inner: l, secret: secret, permitted: hostPeer,
-		conns: make(chan net.Conn), errs: make(chan error, 1), closed: make(chan struct{}),
+		nonces: channel.NewNonces(secret, func() int64 { return int64(uptime()) }),
+		conns:  make(chan net.Conn), errs: make(chan error, 1), closed: make(chan struct{}),
 		slots: make(chan struct{}, maxHandshakes),
 	}
 	go g.acceptLoop()
@@ -113,7 +115,7 @@ func (g *guardedListener) acceptLoop() {
 func (g *guardedListener) handshake(c net.Conn) {
 	defer func() { <-g.slots }()
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-	if err := channel.Accept(c, g.secret); err != nil {
+	if err := channel.Accept(c, g.secret, g.nonces.Next()); err != nil {
 		g.refuse(c, err.Error())
 		return
 	}

@@ -66,7 +66,7 @@ func TestSerialWaitsForReadyLine(t *testing.T) {
 	}
 	serveAgent(t, l, func(c net.Conn) bool {
 		time.Sleep(20 * time.Millisecond) // the guest is still booting
-		return channel.Accept(c, testSecret) == nil
+		return channel.Accept(c, testSecret, testNonces.Next()) == nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -94,7 +94,7 @@ func TestHybridVsockHandshake(t *testing.T) {
 		if _, err = c.Write([]byte("OK 1073741824\n")); err != nil {
 			return false
 		}
-		return channel.Accept(c, testSecret) == nil
+		return channel.Accept(c, testSecret, testNonces.Next()) == nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -144,7 +144,10 @@ func TestSerialRejectsWrongGreeting(t *testing.T) {
 	}
 }
 
-var testSecret = []byte("0123456789abcdef0123456789abcdef")
+var (
+	testSecret = []byte("0123456789abcdef0123456789abcdef")
+	testNonces = channel.NewNonces(testSecret, func() int64 { return time.Now().UnixNano() })
+)
 
 // An agent holding another pod's secret (or a host process posing as the
 // agent's peer with a guessed one) gets no further than the handshake.
@@ -158,7 +161,7 @@ func TestWrongSecretRefused(t *testing.T) {
 	serveAgent(t, l, func(c net.Conn) bool {
 		attempts.Add(1)
 		_ = c.SetDeadline(time.Now().Add(time.Second))
-		return channel.Accept(c, testSecret) == nil
+		return channel.Accept(c, testSecret, testNonces.Next()) == nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -179,7 +182,7 @@ func TestReplayedProofRefused(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	done := make(chan error, 1)
-	go func() { done <- channel.Accept(a, testSecret) }()
+	go func() { done <- channel.Accept(a, testSecret, testNonces.Next()) }()
 	if _, err := channel.ReadLine(b); err != nil {
 		t.Fatal(err)
 	}

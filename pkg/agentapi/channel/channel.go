@@ -18,11 +18,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 const (
@@ -65,13 +67,40 @@ func NewSecret() ([]byte, error) {
 	return b, nil
 }
 
-// NewNonce returns a fresh challenge.
-func NewNonce() ([]byte, error) {
-	b := make([]byte, nonceLen)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("nonce: %w", err)
-	}
-	return b, nil
+// Nonces makes the agent's challenges. They must never repeat for one
+// secret and must be unguessable without it; they need no entropy from
+// the guest, whose random pool under emulation (no RDRAND) takes seconds
+// to fill after boot and would stall the first connection. A challenge is
+// HMAC-SHA256(secret, "nonce" || counter || a time stamp): the counter
+// makes each one new within a boot, the secret is new for every pod.
+type Nonces struct {
+	secret []byte
+	stamp  func() int64
+
+	// mu guards next.
+	mu   sync.Mutex
+	next uint64
+}
+
+// NewNonces returns the challenge source of one agent; stamp is read for
+// each challenge (the guest's boot time clock, say).
+func NewNonces(secret []byte, stamp func() int64) *Nonces {
+	return &Nonces{secret: secret, stamp: stamp}
+}
+
+// Next returns a challenge never handed out before by this source.
+func (n *Nonces) Next() []byte {
+	n.mu.Lock()
+	c := n.next
+	n.next++
+	n.mu.Unlock()
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], c)
+	binary.BigEndian.PutUint64(b[8:], uint64(n.stamp()))
+	m := hmac.New(sha256.New, n.secret)
+	m.Write([]byte("nonce\x00"))
+	m.Write(b[:])
+	return m.Sum(nil)
 }
 
 // Proof is what the host answers a nonce with.
@@ -140,15 +169,15 @@ func ReadLine(r io.Reader) (string, error) {
 }
 
 // Accept is the agent's side of the handshake on a fresh connection: it
-// challenges the peer and returns nil only if the peer proved it holds
-// secret. The caller bounds it with a deadline on conn.
-func Accept(conn io.ReadWriter, secret []byte) error {
+// challenges the peer with nonce (never used before with this secret) and
+// returns nil only if the peer proved it holds secret. The caller bounds
+// it with a deadline on conn.
+func Accept(conn io.ReadWriter, secret, nonce []byte) error {
 	if len(secret) != SecretLen {
 		return fmt.Errorf("agent channel: secret is %d bytes, want %d", len(secret), SecretLen)
 	}
-	nonce, err := NewNonce()
-	if err != nil {
-		return err
+	if len(nonce) != nonceLen {
+		return fmt.Errorf("agent channel: nonce is %d bytes, want %d", len(nonce), nonceLen)
 	}
 	if _, err := io.WriteString(conn, ReadyLine(nonce)); err != nil {
 		return fmt.Errorf("agent channel: write ready line: %w", err)
