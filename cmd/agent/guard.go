@@ -51,10 +51,12 @@ type guardedListener struct {
 	slots  chan struct{} // one token per handshake in flight
 	once   sync.Once
 
-	// mu guards active and refused.
+	// mu guards active, refused and onHangup.
 	mu      sync.Mutex
 	active  bool
 	refused int
+	// onHangup runs when a proven connection closes.
+	onHangup func()
 }
 
 var _ net.Listener = (*guardedListener)(nil)
@@ -139,6 +141,17 @@ func (g *guardedListener) handshake(c net.Conn) {
 func (g *guardedListener) release() {
 	g.mu.Lock()
 	g.active = false
+	hangup := g.onHangup
+	g.mu.Unlock()
+	if hangup != nil {
+		go hangup()
+	}
+}
+
+// whenHostHangsUp sets what to do once the host's proven connection ends.
+func (g *guardedListener) whenHostHangsUp(f func()) {
+	g.mu.Lock()
+	g.onHangup = f
 	g.mu.Unlock()
 }
 

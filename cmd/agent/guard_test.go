@@ -131,7 +131,15 @@ func TestGuardOneConnectionAtATime(t *testing.T) {
 			t.Fatal("a second connection was served beside the first")
 		}
 	}
+	hungUp := make(chan struct{})
+	g.whenHostHangsUp(func() { close(hungUp) })
 	served.Close()
+	select {
+	case <-hungUp:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the end of the host's connection was not noticed")
+	}
+	g.whenHostHangsUp(nil)
 	third := l.dial(t, host())
 	if err := channel.Connect(third, secret); err != nil {
 		t.Fatalf("after the first closed: %v", err)

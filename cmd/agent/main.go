@@ -56,6 +56,18 @@ func run() error {
 		return err
 	}
 	l := guard(raw, secret)
+	// The shim is the VM's only client and the only holder of its secret:
+	// once its connection is gone nobody can ever reach this agent again
+	// (the host treats the drop as the pod's death too). Power off, so the
+	// VMM exits even when the shim was killed and QEMU, having dropped
+	// root, lost its parent-death signal.
+	if os.Getpid() == 1 {
+		l.whenHostHangsUp(func() {
+			logf("the host's connection is gone: powering off")
+			unix.Sync()
+			_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART) // -no-reboot: QEMU exits
+		})
+	}
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		return fmt.Errorf("ttrpc server: %w", err)

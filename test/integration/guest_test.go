@@ -305,3 +305,17 @@ func TestGuest(t *testing.T) {
 		})
 	}
 }
+
+// TestGuestPowersOffWhenHostHangsUp: once the shim's connection is gone
+// (the shim was killed), nobody holds the pod's secret any more, and the
+// agent powers the VM off, so the VMM exits by itself, even though QEMU
+// dropped root and with it its parent-death signal.
+func TestGuestPowersOffWhenHostHangsUp(t *testing.T) {
+	g := bootGuest(t, hypervisor.SharedFSVirtioFS)
+	g.agent.Close()
+	select {
+	case <-g.vm.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the VM still runs 20 s after the host hung up")
+	}
+}

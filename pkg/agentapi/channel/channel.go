@@ -25,6 +25,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 )
 
 const (
@@ -179,12 +180,22 @@ func Accept(conn io.ReadWriter, secret, nonce []byte) error {
 	if len(nonce) != nonceLen {
 		return fmt.Errorf("agent channel: nonce is %d bytes, want %d", len(nonce), nonceLen)
 	}
-	if _, err := io.WriteString(conn, ReadyLine(nonce)); err != nil {
-		return fmt.Errorf("agent channel: write ready line: %w", err)
-	}
-	line, err := ReadLine(conn)
-	if err != nil {
-		return fmt.Errorf("agent channel: read proof: %w", err)
+	var line string
+	for {
+		if _, err := io.WriteString(conn, ReadyLine(nonce)); err != nil {
+			return fmt.Errorf("agent channel: write ready line: %w", err)
+		}
+		var err error
+		if line, err = ReadLine(conn); err != nil {
+			return fmt.Errorf("agent channel: read proof: %w", err)
+		}
+		// An empty line is a host that never saw the greeting (on a
+		// serial port it went to a host connection that has since gone):
+		// greet again, with the same challenge. The caller's deadline
+		// bounds how often.
+		if line != "" {
+			break
+		}
 	}
 	if err := CheckAuth(line, secret, nonce); err != nil {
 		return err
@@ -195,14 +206,44 @@ func Accept(conn io.ReadWriter, secret, nonce []byte) error {
 	return nil
 }
 
+// nudgeEvery is how long the host waits for a greeting before it asks
+// for one again (an empty line).
+const nudgeEvery = 250 * time.Millisecond
+
 // Connect is the host's side: it waits for the agent's ready line, proves
 // it holds secret and waits for the agent's OK. The caller bounds it with
 // a deadline on conn.
+//
+// On a virtio-serial port the host's socket and the guest's open of the
+// port come and go separately: a greeting can go to a host connection
+// that has just closed, and the agent would then wait for a proof that
+// never comes. So while no greeting has arrived, the host sends an empty
+// line now and then, which makes the agent greet again (a port not open
+// yet drops it, harmlessly).
 func Connect(conn io.ReadWriter, secret []byte) error {
 	if len(secret) != SecretLen {
 		return fmt.Errorf("agent channel: secret is %d bytes, want %d", len(secret), SecretLen)
 	}
+	greeted := make(chan struct{})
+	nudged := make(chan struct{})
+	go func() {
+		defer close(nudged)
+		t := time.NewTicker(nudgeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-greeted:
+				return
+			case <-t.C:
+				if _, err := io.WriteString(conn, "\n"); err != nil {
+					return
+				}
+			}
+		}
+	}()
 	line, err := ReadLine(conn)
+	close(greeted)
+	<-nudged // no nudge may follow the proof
 	if err != nil {
 		return fmt.Errorf("agent channel: wait for ready line: %w", err)
 	}
@@ -213,17 +254,25 @@ func Connect(conn io.ReadWriter, secret []byte) error {
 	if _, err := io.WriteString(conn, AuthLine(secret, nonce)); err != nil {
 		return fmt.Errorf("agent channel: send proof: %w", err)
 	}
-	line, err = ReadLine(conn)
-	if err != nil {
-		// The agent closes the connection on a wrong proof (or when the
-		// pod's shim is connected already): either way, final.
-		return fmt.Errorf("%w: the agent refused the proof (%v): is this the pod's secret, and its only client?", ErrAuth, err)
-	}
-	if strings.HasPrefix(line, ReadyPrefix) {
-		// On a serial port the host's socket outlives the guest's open of
-		// the port: a refusing agent closes and reopens it, and greets
-		// again on the same connection.
-		return fmt.Errorf("%w: the agent refused the proof and started over: is this the pod's secret?", ErrAuth)
+	for {
+		line, err = ReadLine(conn)
+		if err != nil {
+			// The agent closes the connection on a wrong proof (or when
+			// the pod's shim is connected already): either way, final.
+			return fmt.Errorf("%w: the agent refused the proof (%v): is this the pod's secret, and its only client?", ErrAuth, err)
+		}
+		again, perr := ParseReady(line)
+		if perr != nil {
+			break
+		}
+		if !hmac.Equal(again, nonce) {
+			// A new challenge: the agent dropped this handshake (on a
+			// serial port it reopens the port and greets again on the
+			// same host socket).
+			return fmt.Errorf("%w: the agent refused the proof and started over: is this the pod's secret?", ErrAuth)
+		}
+		// The same challenge again: the answer to a nudge that crossed
+		// the greeting; the proof already sent answers it.
 	}
 	if !IsOK(line) {
 		return fmt.Errorf("agent channel: unexpected answer %q to the proof", truncate(line))

@@ -2,7 +2,9 @@ package channel
 
 import (
 	"bytes"
+	"net"
 	"testing"
+	"time"
 )
 
 // Challenges never repeat, even with a clock that stands still, and differ
@@ -49,4 +51,41 @@ func FuzzParseReady(f *testing.F) {
 			t.Fatalf("accepted a %d-byte nonce", len(n))
 		}
 	})
+}
+
+// dropFirst loses the first write, as a greeting sent to a serial host
+// connection that has just gone.
+type dropFirst struct {
+	net.Conn
+	dropped bool
+}
+
+func (d *dropFirst) Write(p []byte) (int, error) {
+	if !d.dropped {
+		d.dropped = true
+		return len(p), nil
+	}
+	return d.Conn.Write(p)
+}
+
+// A lost greeting does not leave both sides waiting: the host's nudge
+// makes the agent greet again, and the handshake completes.
+func TestLostGreetingIsRepeated(t *testing.T) {
+	secret := bytes.Repeat([]byte{1}, SecretLen)
+	agent, host := net.Pipe()
+	defer agent.Close()
+	defer host.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	_ = agent.SetDeadline(deadline)
+	_ = host.SetDeadline(deadline)
+	done := make(chan error, 1)
+	go func() {
+		done <- Accept(&dropFirst{Conn: agent}, secret, NewNonces(secret, func() int64 { return 1 }).Next())
+	}()
+	if err := Connect(host, secret); err != nil {
+		t.Fatalf("host: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("agent: %v", err)
+	}
 }
