@@ -61,19 +61,7 @@ func writeJSON(t *testing.T, path string, v any) string {
 // directory from it).
 func runPod(t *testing.T, d *daemon, name string) (string, string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 1},
-		"hostname":      name,
-		"log_directory": filepath.Join(dir, "logs"),
-		"linux":         map[string]any{},
-	})
-	id := crictl(t, d, "runp", "--runtime", "kata", pod)
-	// CRI made a network namespace for the pod: free it even if the test fails.
-	t.Cleanup(func() {
-		_, _ = crictlErr(d, "stopp", id)
-		_, _ = crictlErr(d, "rmp", "-f", id)
-	})
+	id, pod := startPod(t, d, name, false)
 	var insp struct {
 		Status struct {
 			Network struct{ IP string }
@@ -101,6 +89,26 @@ func TestCRIPod(t *testing.T) {
 	for _, spec := range daemons() {
 		t.Run(spec.Name, func(t *testing.T) { testCRIPod(t, spec) })
 	}
+}
+
+// startPod starts a pod with runtime handler kata (privileged: its
+// containers may be privileged) and returns its id and config file.
+func startPod(t *testing.T, d *daemon, name string, privileged bool) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 1},
+		"hostname":      name,
+		"log_directory": filepath.Join(dir, "logs"),
+		"linux":         map[string]any{"security_context": map[string]any{"privileged": privileged}},
+	})
+	id := crictl(t, d, "runp", "--runtime", "kata", pod)
+	// CRI made a network namespace for the pod: free it even if the test fails.
+	t.Cleanup(func() {
+		_, _ = crictlErr(d, "stopp", id)
+		_, _ = crictlErr(d, "rmp", "-f", id)
+	})
+	return id, pod
 }
 
 // startCRI starts a private containerd with its CRI plugin and CNI.

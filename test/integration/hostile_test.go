@@ -38,24 +38,6 @@ S=/mnt/share
 try() { if "$@" 2>/dev/null; then echo "ALLOWED: $*"; else echo "REFUSED: $*"; fi; }
 `
 
-// runPrivilegedPod starts a pod whose containers may be privileged.
-func runPrivilegedPod(t *testing.T, d *daemon, name string) (string, string) {
-	t.Helper()
-	dir := t.TempDir()
-	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 1},
-		"hostname":      name,
-		"log_directory": filepath.Join(dir, "logs"),
-		"linux":         map[string]any{"security_context": map[string]any{"privileged": true}},
-	})
-	id := crictl(t, d, "runp", "--runtime", "kata", pod)
-	t.Cleanup(func() {
-		_, _ = crictlErr(d, "stopp", id)
-		_, _ = crictlErr(d, "rmp", "-f", id)
-	})
-	return id, pod
-}
-
 type ctrOpts struct {
 	privileged bool
 	mounts     []map[string]any
@@ -115,7 +97,7 @@ func podStateDir(t *testing.T, d *daemon) string {
 // rename, remove and link at its root and in every container's directory,
 // its own and its neighbours'. All refused; its own rootfs stays writable.
 func testShareSkeleton(t *testing.T, d *daemon) {
-	podID, pod := runPrivilegedPod(t, d, "skeleton")
+	podID, pod := startPod(t, d, "skeleton", true)
 	vol := t.TempDir()
 	hosts := filepath.Join(t.TempDir(), "file")
 	writeFile(t, hosts, "volume file\n")
@@ -248,7 +230,7 @@ const plantRaceContainers = 50
 // the pod's writable hosts file. No host path outside the pod's state
 // changes, and every create succeeds or fails with a named error.
 func testPlantRace(t *testing.T, d *daemon) {
-	podID, pod := runPrivilegedPod(t, d, "race")
+	podID, pod := startPod(t, d, "race", true)
 	file := newCanary(t, false)
 	dir := newCanary(t, true)
 	script := mountShare + fmt.Sprintf(`echo MOUNTED
