@@ -30,6 +30,9 @@ type Hypervisor interface {
 	Capabilities() Capabilities
 	// ConsoleLog is the file that holds the guest's serial console.
 	ConsoleLog() string
+	// ConsoleTail is the console's last n lines, with anything not
+	// printable replaced: guest bytes fit for an error message.
+	ConsoleTail(n int) string
 }
 
 // Transport is how the host reaches the agent.

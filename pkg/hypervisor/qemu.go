@@ -246,8 +246,8 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	cmd.Stderr = stderr
 	// Pdeathsig ends QEMU with the shim, but only while QEMU keeps root:
 	// the kernel clears it when -runas changes QEMU's uid. An unprivileged
-	// QEMU outliving a crashed shim is found by the pids the sandbox
-	// records.
+	// QEMU outliving a crashed shim ends when the agent sees the shim's
+	// connection drop and powers off, or at shim delete (recorded pids).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log)
 	if err != nil {

@@ -313,7 +313,8 @@ func (s *Sandbox) connect(ctx context.Context) error {
 	if err != nil {
 		select {
 		case <-s.vm.Exited():
-			return fmt.Errorf("VM exited before its agent answered: %v%s", s.vm.ExitErr(), s.consoleTail())
+			// The VMM's exit error quotes the console's end already.
+			return fmt.Errorf("VM exited before its agent answered: %v", s.vm.ExitErr())
 		default:
 		}
 		return fmt.Errorf("connect to agent: %w%s", err, s.consoleTail())
@@ -329,17 +330,14 @@ func (s *Sandbox) connect(ctx context.Context) error {
 	return nil
 }
 
-// consoleTail is the end of the guest console, to explain a failed boot.
+// consoleTail is the end of the guest console, to explain a failed boot:
+// the hypervisor's sanitised copy, never raw guest bytes.
 func (s *Sandbox) consoleTail() string {
-	b, err := os.ReadFile(s.vm.ConsoleLog())
-	if err != nil || len(b) == 0 {
+	t := strings.TrimSpace(s.vm.ConsoleTail(8))
+	if t == "" {
 		return ""
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
-	}
-	return "; guest console: " + strings.Join(lines, " | ")
+	return "; guest console: " + strings.ReplaceAll(t, "\n", " | ")
 }
 
 // watch notices the VM or the agent connection going away.

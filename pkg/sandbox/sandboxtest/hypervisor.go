@@ -93,6 +93,9 @@ func (h *Hypervisor) Capabilities() hypervisor.Capabilities {
 }
 func (h *Hypervisor) ConsoleLog() string { return filepath.Join(h.Cfg.StateDir, "console.log") }
 
+// ConsoleTail is what the fake guest printed.
+func (h *Hypervisor) ConsoleTail(int) string { return "fake console" }
+
 // HostFS records mounts instead of making them.
 type HostFS struct {
 	// mu guards binds and readOnly.
