@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -82,11 +83,7 @@ func (q *QEMU) AgentAddress() AgentAddress {
 
 // vsockCID derives a context id from the state directory; CIDs 0-2 are reserved.
 func (q *QEMU) vsockCID() uint32 {
-	var h uint32 = 2166136261
-	for _, b := range []byte(q.cfg.StateDir) {
-		h = (h ^ uint32(b)) * 16777619
-	}
-	return 3 + h%(1<<31)
+	return 3 + stateHash(q.cfg.StateDir)%(1<<31)
 }
 
 // ConsoleLog is the newest part of the console: at most consoleCap bytes,
@@ -393,4 +390,12 @@ func (q *QEMU) restrictSockets() error {
 		}
 	}
 	return nil
+}
+
+// stateHash spreads a VM's per-pod numbers (vsock CID, QEMU's uid) from
+// its state directory: FNV-1a, stable across restarts of the shim.
+func stateHash(dir string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	return h.Sum32()
 }

@@ -30,10 +30,7 @@ const (
 // vsock CID, and skips an id some process or passwd/group entry already
 // has. Two pods racing to the same free id need colliding hashes in 2^27.
 func runAsID(stateDir string) (int, error) {
-	var h uint32 = 2166136261
-	for _, b := range []byte(stateDir) {
-		h = (h ^ uint32(b)) * 16777619
-	}
+	h := stateHash(stateDir)
 	used, err := procUIDs()
 	if err != nil {
 		return 0, err
