@@ -12,7 +12,7 @@ AGENT_TAGS := seccomp netgo osusergo
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The agent's version comes from its source only, so an unrelated commit
 # does not change its bytes (and force a new initrd).
-AGENT_VERSION := $(shell git log -1 --format=%h -- cmd/agent pkg/agentapi 2>/dev/null || echo dev)
+AGENT_VERSION := $(shell git log -1 --format=%h -- cmd/agent internal/agent pkg/agentapi 2>/dev/null || echo dev)
 AGENT_LDFLAGS := -s -w -X main.version=$(AGENT_VERSION)
 
 .PHONY: all build guest agent install deps test test-unit test-integration bench soak conformance generate check-generated lint clean help

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"

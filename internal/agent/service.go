@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
-// version is set by the linker.
+// version is what Check reports; Run sets it from the linker-set value.
 var version = "dev"
 
 // service implements the agent's ttrpc API.

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -93,7 +93,7 @@ func (g *guardedListener) acceptLoop() {
 			}
 			// A transient failure (a serial port that did not reopen)
 			// must not end the agent; try again shortly.
-			logf("agent channel: accept: %v", err)
+			Logf("agent channel: accept: %v", err)
 			select {
 			case <-g.closed:
 				return
@@ -164,7 +164,7 @@ func (g *guardedListener) refuse(c net.Conn, why string) {
 	n := g.refused
 	g.mu.Unlock()
 	if n <= 10 || n%1000 == 0 {
-		logf("agent channel: refused a connection (%d so far): %s", n, why)
+		Logf("agent channel: refused a connection (%d so far): %s", n, why)
 	}
 }
 
