@@ -68,8 +68,11 @@ test: deps lint test-unit test-integration
 test-unit:
 	$(GO) test -race -count=1 ./...
 
+# test/client is its own module (containerd 2.4's Go client, see its doc.go):
+# the same-as-runc scenarios run after the rest of the tier.
 test-integration: build guest
 	$(GO) test -tags integration -count=1 -v -timeout 60m ./test/integration/ 2>&1 | tee /tmp/kata-go-integration.log; exit $${PIPESTATUS[0]}
+	cd test/client && $(GO) test -tags integration -count=1 -v -timeout 30m ./... 2>&1 | tee /tmp/kata-go-client.log; exit $${PIPESTATUS[0]}
 
 bench: build guest
 	$(GO) run ./bench
@@ -99,6 +102,7 @@ lint: check-generated
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./... && $(GO) vet -tags integration ./test/integration/
 	$(GO) tool staticcheck ./... && $(GO) tool staticcheck -tags integration ./test/integration/
+	cd test/client && $(GO) vet -tags integration ./... && $(GO) tool staticcheck -tags integration ./... && $(GO) mod tidy -diff
 
 clean:
 	rm -rf bin $(GUEST_OUT)

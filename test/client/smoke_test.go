@@ -1,0 +1,44 @@
+//go:build integration
+
+package client
+
+import (
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/cio"
+
+	"github.com/kata-go/kata-go/internal/ctrenv"
+)
+
+// TestGoClientSmoke runs one container to its exit through containerd's Go
+// client on both runtimes: the base every same-as-runc scenario builds on.
+func TestGoClientSmoke(t *testing.T) {
+	for _, spec := range ctrenv.Specs() {
+		t.Run(spec.Name, func(t *testing.T) {
+			d := startDaemon(t, spec)
+			c, ctx := goClient(t, d)
+			forEachRuntime(t, func(t *testing.T, rt string) {
+				ctr := newContainer(t, ctx, c, rt, uniqueID(rt), []string{"sh", "-c", "exit 7"})
+				task, err := ctr.NewTask(ctx, cio.NullIO)
+				if err != nil {
+					t.Fatal(err)
+				}
+				exitCh, err := task.Wait(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := task.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if st := waitExit(t, exitCh, time.Minute); st.ExitCode() != 7 {
+					t.Fatalf("exit code %d, want 7", st.ExitCode())
+				}
+				if _, err := task.Delete(ctx); err != nil {
+					t.Fatal(err)
+				}
+			})
+			d.assertClean(t)
+		})
+	}
+}
