@@ -25,17 +25,32 @@ fi
 "$(dirname "$0")/install-go.sh"
 export PATH=/usr/local/go/bin:$PATH
 
+# built NAME VERSION DIR: true when DIR/NAME exists and was built from
+# VERSION (its stamp says so). The stamp is the cache key: a version bump
+# here rebuilds, an unchanged one costs nothing.
+built() { [ -x "$3/$1" ] && [ "$(cat "$3/$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$3/$1.version"; }
+
 if [ "${1:-}" = "--test-tools" ]; then
-	dir=${KATA_GO_CONTAINERD2_DIR:-/var/cache/kata-go/containerd-v2.4.2}
-	if [ ! -x "$dir/containerd" ] || [ ! -x "$dir/ctr" ]; then
-		echo "install-deps: building containerd v2.4.2 into $dir (about 10 minutes cold)"
-		mkdir -p "$dir"
-		GOBIN=$dir go install github.com/containerd/containerd/v2/cmd/containerd@v2.4.2 github.com/containerd/containerd/v2/cmd/ctr@v2.4.2
-	fi
-	cri=/var/cache/kata-go/cri-tools
-	if [ ! -x "$cri/crictl" ]; then
-		echo "install-deps: building crictl v1.37.0 into $cri"
-		mkdir -p "$cri"
-		GOBIN=$cri go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+	# containerd 2.4.2 with its own runc shim: the same-as-runc tests run
+	# runc beside kata-go on it (Debian's 1.6 runc shim cannot start under
+	# a 2.4 daemon).
+	ctd=v2.4.2
+	dir=${KATA_GO_CONTAINERD2_DIR:-/var/cache/kata-go/containerd-$ctd}
+	mkdir -p "$dir"
+	for b in containerd ctr containerd-shim-runc-v2; do
+		if ! built $b $ctd "$dir"; then
+			echo "install-deps: building $b $ctd into $dir"
+			GOBIN=$dir go install github.com/containerd/containerd/v2/cmd/$b@$ctd
+			stamp $b $ctd "$dir"
+		fi
+	done
+	crit=v1.37.0
+	cri=${KATA_GO_CRI_TOOLS_DIR:-/var/cache/kata-go/cri-tools}
+	mkdir -p "$cri"
+	if ! built crictl $crit "$cri"; then
+		echo "install-deps: building crictl $crit into $cri"
+		GOBIN=$cri go install sigs.k8s.io/cri-tools/cmd/crictl@$crit
+		stamp crictl $crit "$cri"
 	fi
 fi
