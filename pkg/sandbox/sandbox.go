@@ -49,6 +49,7 @@ type Sandbox struct {
 	skel  *skeleton
 	cfg   config.Config
 	vm    hypervisor.Hypervisor
+	size  Size
 	agent Agent
 	log   *slog.Logger
 	deps  Deps
@@ -92,10 +93,15 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			return nil, err
 		}
 	}
-	vcpus, mem := vmSize(cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB, o.Spec)
+	size, err := vmSize(cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB, o.Spec)
+	if err != nil {
+		return nil, err
+	}
+	vcpus, mem := size.VCPUs, size.MemoryMiB
 	if err := checkHostMemory(mem); err != nil {
 		return nil, err
 	}
+	o.Logger.Info("VM size", "vcpus", vcpus, "memory_mib", mem, "rule", size.Rule, "why", size.Why)
 	transport, err := pickTransport(cfg.Agent.Transport)
 	if err != nil {
 		return nil, err
@@ -175,7 +181,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		}
 	}
 	s := &Sandbox{
-		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
+		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, size: size, log: o.Logger, deps: o.Deps,
 		dead: make(chan struct{}), containers: map[string]*Container{}, net: pod,
 	}
 	s.Phases.Begin = begin

@@ -91,6 +91,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
 	}
+	if err := sb.CheckFits(r.ID, spec); err != nil {
+		return nil, errToGRPC(err)
+	}
 	c, err := sb.CreateContainer(ctx, sandbox.ContainerOptions{ID: r.ID, Bundle: r.Bundle, Rootfs: mounts, Spec: spec, IO: io})
 	if err != nil {
 		return nil, classed(err, errdefs.ErrFailedPrecondition)
