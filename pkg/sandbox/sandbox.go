@@ -107,7 +107,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err := checkHostMemory(mem); err != nil {
 		return nil, err
 	}
-	o.Logger.Info("VM size", "vcpus", vcpus, "memory_mib", mem, "rule", size.Rule, "why", size.Why)
+	o.Logger.Info("VM size", "sandbox", o.ID, "vcpus", vcpus, "memory_mib", mem, "rule", size.Rule, "why", size.Why)
 	transport, err := pickTransport(cfg.Agent.Transport)
 	if err != nil {
 		return nil, err

@@ -38,8 +38,9 @@ type Size struct {
 
 // vmSize is the configured base (the guest's own needs) plus the pod's CPU
 // and memory when containerd passed them, else plus the first container's
-// limits: under containerd 1.6 or plain ctr that container is the whole
-// workload or, under CRI, a pause container without limits.
+// limits: under plain ctr that container is the whole workload; a CRI
+// pod without linux.resources (or from a containerd that does not pass
+// them) gets the base alone, its pause container having no limits.
 func vmSize(baseVCPUs, baseMiB int, s *specs.Spec) (Size, error) {
 	sz := Size{VCPUs: baseVCPUs, MemoryMiB: baseMiB, BaseMemoryMiB: baseMiB}
 	var ann map[string]string
@@ -69,7 +70,7 @@ func vmSize(baseVCPUs, baseMiB int, s *specs.Spec) (Size, error) {
 		return sz, nil
 	}
 	sz.Rule = RuleContainer
-	sz.Why = "no " + AnnSandboxMemory + " annotation (containerd before 1.7, or not CRI)"
+	sz.Why = "no " + AnnSandboxMemory + " annotation (not a CRI pod, a pod config without linux.resources, or a containerd that does not pass them)"
 	if s == nil || s.Linux == nil || s.Linux.Resources == nil {
 		return sz, nil
 	}
