@@ -17,9 +17,10 @@ import (
 
 // HostOverheadMiB is what a pod costs the host beyond its guest RAM and
 // TCG's translation cache: QEMU's own memory (binary, guest kernel and
-// initrd, device state), virtiofsd and the shim. `make bench` measured
-// 82 MiB PSS for an idle pod (2026-12-02, docs/kubernetes.md); the limit
-// leaves room for page cache charged to the group and for I/O bursts.
+// initrd, device state), virtiofsd and the shim. `go run ./bench -only
+// overhead` measured 84 MiB PSS for an idle pod (2026-12-02,
+// docs/kubernetes.md); the limit leaves room for page cache charged to
+// the group and for I/O bursts.
 const HostOverheadMiB = 192
 
 // qemuDefaultTBMiB is QEMU's translation cache size for system emulation
