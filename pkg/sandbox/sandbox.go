@@ -212,11 +212,11 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	for _, pid := range vm.Pids() {
 		state.Processes = append(state.Processes, refFor(pid))
 	}
-	if err := placeVM(vm.Pids(), s.cgroup, o.Spec); err != nil {
-		return nil, err
-	}
 	if err := writeState(o.StateDir, state); err != nil {
 		return nil, fmt.Errorf("write sandbox state: %w", err)
+	}
+	if err := placeVM(vm.Pids(), s.cgroup, o.Spec); err != nil {
+		return nil, err
 	}
 	if err := s.connect(ctx); err != nil {
 		return nil, err
