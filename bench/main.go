@@ -32,6 +32,7 @@ var (
 	outDir    = flag.String("out", "bench/results", "where latest.json and latest.svg go")
 	extra     = flag.String("kata-config", "", "extra TOML for the kata-go config (e.g. to try a setting)")
 	boots     = flag.Int("boots", 5, "direct VM boots per machine type (0 skips)")
+	only      = flag.String("only", "", "run one piece: overhead (the RuntimeClass pod overhead; writes overhead.json)")
 )
 
 // Stat is min/median/max of a sample.
@@ -93,6 +94,20 @@ func main() {
 	}
 	fmt.Printf("kata-go vs runc on %s, containerd %s, %d runs each\n\n", rep.Machine, d.Spec.Name, *runs)
 	fmt.Printf("%-34s %10s %10s %10s   %10s %8s\n", "measurement", "kata min", "median", "max", "runc med", "ratio")
+	if *only == "overhead" {
+		for _, r := range podOverhead(d) {
+			add(r)
+		}
+		rep.Accel = accel(d.Log.String())
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(filepath.Join(*outDir, "overhead.json"), b, 0o644); err != nil {
+			fail("write report: %v", err)
+		}
+		fmt.Printf("\naccelerator: %s\nwrote %s/overhead.json\n", rep.Accel, *outDir)
+		return
+	} else if *only != "" {
+		fail("-only %q: want overhead", *only)
+	}
 
 	if *boots > 0 {
 		for _, r := range bootBench(root, *boots) {
@@ -127,6 +142,9 @@ func main() {
 	add(Result{Name: fmt.Sprintf("stdout throughput (%d MiB)", *stdoutMiB), Unit: "MB/s", Kata: stat(tk), Runc: ptr(stat(tr)), Note: "higher is better; target >= 0.5x"})
 
 	for _, r := range idleMemory(d) {
+		add(r)
+	}
+	for _, r := range podOverhead(d) {
 		add(r)
 	}
 	for _, r := range parallelStarts(d) {

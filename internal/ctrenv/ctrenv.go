@@ -80,6 +80,9 @@ type Daemon struct {
 
 	cmd  *exec.Cmd
 	done chan error
+	// started is when the daemon first started: task cgroups made since
+	// are this daemon's.
+	started time.Time
 }
 
 // Start launches containerd and imports Image.
@@ -88,7 +91,7 @@ func Start(s Spec, o Options) (_ *Daemon, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Spec: s, Dir: dir, Sock: filepath.Join(dir, "containerd.sock"), StateRoot: filepath.Join(dir, "kata"), Log: &SyncBuffer{}}
+	d := &Daemon{Spec: s, Dir: dir, Sock: filepath.Join(dir, "containerd.sock"), StateRoot: filepath.Join(dir, "kata"), Log: &SyncBuffer{}, started: time.Now()}
 	defer func() {
 		if retErr != nil {
 			d.Stop()
@@ -338,8 +341,8 @@ func (d *Daemon) Remove(id string) {
 	_, _, _ = d.Ctr("container", "rm", id)
 }
 
-// Leftovers lists this daemon's VMs, helpers, shims, mounts and sandbox
-// state directories; empty when all was cleaned up.
+// Leftovers lists this daemon's VMs, helpers, shims, mounts, sandbox
+// state directories and task cgroups; empty when all was cleaned up.
 func (d *Daemon) Leftovers() []string {
 	left := append(ProcessesMatching(d.StateRoot), ProcessesMatching("-address "+d.Sock)...)
 	for _, m := range MountsUnder(d.StateRoot) {
@@ -349,7 +352,7 @@ func (d *Daemon) Leftovers() []string {
 	for _, e := range entries {
 		left = append(left, "state "+e.Name())
 	}
-	return left
+	return append(left, cgroupsSince(d.started)...)
 }
 
 // WaitClean waits up to limit for Leftovers to be empty.

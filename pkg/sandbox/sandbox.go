@@ -38,6 +38,10 @@ type Options struct {
 	Spec   *specs.Spec
 	Logger *slog.Logger
 	Deps   Deps
+	// ShimPlaced says containerd put the shim in a cgroup of its choice
+	// (the shim_cgroup option): it stays there instead of joining the
+	// pod's cgroup with its VM.
+	ShimPlaced bool
 }
 
 // Sandbox is a running pod VM.
@@ -45,13 +49,16 @@ type Sandbox struct {
 	ID       string
 	stateDir string
 	// tree is the host-only share tree; skel creates targets in it.
-	tree  string
-	skel  *skeleton
-	cfg   config.Config
-	vm    hypervisor.Hypervisor
-	agent Agent
-	log   *slog.Logger
-	deps  Deps
+	tree string
+	skel *skeleton
+	cfg  config.Config
+	vm   hypervisor.Hypervisor
+	size Size
+	// cgroup is the pod's host cgroup (nil: the spec names none).
+	cgroup *podCgroup
+	agent  Agent
+	log    *slog.Logger
+	deps   Deps
 
 	// net is the pod's wired network namespace (nil: none).
 	net *network.Pod
@@ -92,10 +99,15 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			return nil, err
 		}
 	}
-	vcpus, mem := vmSize(cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB, o.Spec)
+	size, err := vmSize(cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB, o.Spec)
+	if err != nil {
+		return nil, err
+	}
+	vcpus, mem := size.VCPUs, size.MemoryMiB
 	if err := checkHostMemory(mem); err != nil {
 		return nil, err
 	}
+	o.Logger.Info("VM size", "sandbox", o.ID, "vcpus", vcpus, "memory_mib", mem, "rule", size.Rule, "why", size.Why)
 	transport, err := pickTransport(cfg.Agent.Transport)
 	if err != nil {
 		return nil, err
@@ -155,7 +167,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	// Everything made on the host is recorded on disk before anything else
 	// can fail, so one path (Cleanup, from that record) undoes it: after a
 	// failed start, at Stop, and in `shim delete` after a crash.
-	state := diskState{SandboxID: o.ID, NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel, GuestLinkAddr: pod.GuestLinkAddr}
+	state := diskState{SandboxID: o.ID, CgroupsPath: cgroupsPathOf(o.Spec), NetNS: netns, NetworkModel: cfg.Runtime.NetworkModel, GuestLinkAddr: pod.GuestLinkAddr}
 	for _, ep := range pod.Endpoints {
 		state.Taps = append(state.Taps, ep.Tap)
 		state.Veths = append(state.Veths, ep.Veth)
@@ -175,10 +187,19 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		}
 	}
 	s := &Sandbox{
-		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, log: o.Logger, deps: o.Deps,
+		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, size: size, log: o.Logger, deps: o.Deps,
 		dead: make(chan struct{}), containers: map[string]*Container{}, net: pod,
 	}
 	s.Phases.Begin = begin
+	s.cgroup, err = openPodCgroup(state.CgroupsPath, hostLimitMiB(h, mem), o.ShimPlaced, o.Logger)
+	defer func() {
+		if retErr != nil {
+			_ = s.cgroup.leave() // before Cleanup removes the group
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
 	if err := vm.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start VM: %w", err)
 	}
@@ -193,6 +214,9 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	}
 	if err := writeState(o.StateDir, state); err != nil {
 		return nil, fmt.Errorf("write sandbox state: %w", err)
+	}
+	if err := placeVM(vm.Pids(), s.cgroup, o.Spec); err != nil {
+		return nil, err
 	}
 	if err := s.connect(ctx); err != nil {
 		return nil, err
@@ -388,6 +412,9 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	err := s.vm.Stop(ctx)
 	s.net.CloseFiles()
 	s.skel.close()
+	if lerr := s.cgroup.leave(); lerr != nil {
+		err = errors.Join(err, lerr)
+	}
 	if cerr := Cleanup(s.stateDir); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

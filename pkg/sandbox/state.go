@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-go/kata-go/internal/mountinfo"
+	"github.com/kata-go/kata-go/pkg/hostcgroup"
 	"github.com/kata-go/kata-go/pkg/network"
 )
 
@@ -32,6 +33,9 @@ func StateDir(root, sandboxBundle string) string {
 type diskState struct {
 	SandboxID string       `json:"sandbox_id"`
 	Processes []processRef `json:"processes"`
+	// CgroupsPath is the pod's host cgroup, removed once its processes
+	// are gone.
+	CgroupsPath string `json:"cgroups_path,omitempty"`
 	// NetNS and Taps let cleanup remove the taps the shim made.
 	NetNS        string   `json:"netns,omitempty"`
 	NetworkModel string   `json:"network_model,omitempty"`
@@ -149,6 +153,7 @@ func unmountAll(dir string) error {
 // processes, its mounts and its state directory. It needs only the state
 // directory and is safe to run more than once.
 func Cleanup(dir string) error {
+	var cgErr error
 	if s, err := readState(dir); err == nil {
 		for _, p := range s.Processes {
 			killRef(p)
@@ -160,9 +165,16 @@ func Cleanup(dir string) error {
 			}
 			_ = pod.Close() // the namespace may be gone already, taps with it
 		}
+		if s.CgroupsPath != "" {
+			cgErr = hostcgroup.Remove(s.CgroupsPath)
+		}
 	}
 	if err := unmountAll(dir); err != nil {
-		return fmt.Errorf("cleanup %s: %w", dir, err)
+		return fmt.Errorf("cleanup %s: %w", dir, errors.Join(err, cgErr))
+	}
+	if cgErr != nil {
+		// The state stays, so a later cleanup (shim delete) tries again.
+		return fmt.Errorf("cleanup %s: %w", dir, cgErr)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("cleanup %s: %w", dir, err)

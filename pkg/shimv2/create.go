@@ -37,11 +37,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := sandbox.CheckSpec(spec); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
-	cfgPath, err := configPath(r.Options)
+	ro, err := parseOptions(r.Options)
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
-	cfg, err := config.Load(cfgPath)
+	if err := ro.placeShim(); err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+	}
+	cfg, err := config.Load(ro.ConfigPath)
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
@@ -67,7 +70,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if sb == nil {
 		sb, err = sandbox.Start(ctx, sandbox.Options{
 			ID: sandboxID, StateDir: sandbox.StateDir(cfg.Runtime.StateRoot, r.Bundle),
-			Config: cfg, Spec: spec, Logger: s.log, Deps: s.deps,
+			Config: cfg, Spec: spec, Logger: s.log, Deps: s.deps, ShimPlaced: ro.ShimCgroup != "",
 		})
 		if err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
@@ -90,6 +93,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	if err := sb.CheckFits(r.ID, spec); err != nil {
+		return nil, errToGRPC(err)
 	}
 	c, err := sb.CreateContainer(ctx, sandbox.ContainerOptions{ID: r.ID, Bundle: r.Bundle, Rootfs: mounts, Spec: spec, IO: io})
 	if err != nil {

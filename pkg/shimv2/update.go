@@ -10,7 +10,8 @@ import (
 )
 
 // Update changes the container's cgroup resources inside the guest. The
-// VM's own size is fixed at start (no hotplug on microvm).
+// VM's own size is fixed at start (no hotplug on microvm): a memory limit
+// larger than the VM is refused, naming both sizes.
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptyResponse, error) {
 	t, err := s.getTask(r.ID)
 	if err != nil {
@@ -23,8 +24,23 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 	if err := json.Unmarshal(r.Resources.GetValue(), &res); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "update of task %s: resources: %v", r.ID, err)
 	}
+	s.mu.Lock()
+	sb, podTask := s.sb, r.ID == s.sandboxID
+	s.mu.Unlock()
+	if sb != nil {
+		if err := sb.CheckResourcesFit(r.ID, &res); err != nil {
+			return nil, errToGRPC(err)
+		}
+	}
 	if err := t.c.Update(ctx, &res); err != nil {
 		return nil, errToGRPC(err)
+	}
+	// The sandbox task's resources are the pod's: a larger pod gets a
+	// larger host cgroup (the VM itself keeps its size).
+	if sb != nil && podTask {
+		if err := sb.GrowPodCgroup(&res); err != nil {
+			return nil, errToGRPC(err)
+		}
 	}
 	return empty, nil
 }

@@ -2,10 +2,13 @@ package shimv2
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -24,5 +27,20 @@ func TestUpdateForwardsResources(t *testing.T) {
 	}
 	if _, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c"}); err == nil {
 		t.Fatal("update without resources accepted")
+	}
+}
+
+func TestUpdateBeyondTheVMIsRefused(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
+	h.start("c", "")
+	limit := int64(64 << 30)
+	b, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	_, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c", Resources: &anypb.Any{Value: b}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "65536 MiB") || !strings.Contains(err.Error(), "512 MiB") {
+		t.Fatalf("update to 64 GiB in a 512 MiB VM: %v", err)
+	}
+	if got := h.env.Agent.Resources("c"); got != nil {
+		t.Fatalf("the agent was asked to apply it: %s", got)
 	}
 }
