@@ -20,6 +20,7 @@ type service struct {
 	runner  runner
 	exits   exitSource
 	mounter mounter
+	clock   wallClock
 	started time.Duration // guest uptime when serving began
 
 	// mu guards containers. It is never held across a blocking call
@@ -37,6 +38,7 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		runner:     r,
 		exits:      exits,
 		mounter:    m,
+		clock:      guestClock{},
 		started:    started,
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),

@@ -46,6 +46,8 @@ type Agent struct {
 	// nextPid is the guest pid of the next container init; the agent is
 	// PID 1 in the guest, so containers start above it.
 	nextPid uint32
+	// clockOffset is the guest wall clock minus the host's.
+	clockOffset time.Duration
 }
 
 type proc struct {
@@ -444,4 +446,29 @@ func (a *Agent) UpdateInterface(_ context.Context, r *agentapi.UpdateInterfaceRe
 
 func (a *Agent) UpdateRoutes(context.Context, *agentapi.UpdateRoutesRequest) (*agentapi.Empty, error) {
 	return &agentapi.Empty{}, a.dead()
+}
+
+// SetClockOffset puts the fake guest's wall clock d ahead of the host's.
+func (a *Agent) SetClockOffset(d time.Duration) {
+	a.mu.Lock()
+	a.clockOffset = d
+	a.mu.Unlock()
+}
+
+// ClockOffset is how far the fake guest's wall clock is ahead of the host's.
+func (a *Agent) ClockOffset() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.clockOffset
+}
+
+func (a *Agent) SyncClock(_ context.Context, r *agentapi.SyncClockRequest) (*agentapi.SyncClockResponse, error) {
+	a.record("SyncClock")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.clockOffset += time.Duration(r.StepNs)
+	return &agentapi.SyncClockResponse{GuestUnixNs: time.Now().Add(a.clockOffset).UnixNano()}, nil
 }

@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
+
+// wallClock is the guest's CLOCK_REALTIME: the real one in a guest, a
+// private offset in tests (which must never step the host's clock).
+type wallClock interface {
+	now() time.Time
+	// step moves the clock by d, atomically relative to its current value.
+	step(d time.Duration) error
+}
+
+// maxClockStep bounds one step: the host's correction of a guest booted
+// from the emulated RTC is at most seconds; a century is a bug.
+const maxClockStep = 100 * 365 * 24 * time.Hour
+
+// SyncClock steps the wall clock by the host's correction, then reads it.
+// The host computes the correction from an earlier reading bracketed by its
+// own clock (NTP-style midpoint), so the time this call takes to arrive
+// does not matter.
+func (s *service) SyncClock(ctx context.Context, r *agentapi.SyncClockRequest) (*agentapi.SyncClockResponse, error) {
+	if d := time.Duration(r.StepNs); d != 0 {
+		if d > maxClockStep || d < -maxClockStep {
+			return nil, errf(codes.InvalidArgument, "clock step %s out of range (at most %s)", d, maxClockStep)
+		}
+		if err := s.clock.step(d); err != nil {
+			return nil, errf(codes.Internal, "step the clock by %s: %v", d, err)
+		}
+	}
+	return &agentapi.SyncClockResponse{GuestUnixNs: s.clock.now().UnixNano()}, nil
+}
+
+// Linux's adjtimex modes (include/uapi/linux/timex.h).
+const (
+	adjSetOffset = 0x0100
+	adjNano      = 0x2000
+)
+
+// guestClock is the kernel's CLOCK_REALTIME.
+type guestClock struct{}
+
+var _ wallClock = guestClock{}
+
+func (guestClock) now() time.Time { return time.Now() }
+
+// step uses ADJ_SETOFFSET: the kernel adds the offset to the clock as it is
+// at that moment, so no read-modify-write window loses time.
+func (guestClock) step(d time.Duration) error {
+	tx := setOffset(d)
+	if _, err := unix.ClockAdjtime(unix.CLOCK_REALTIME, &tx); err != nil {
+		return fmt.Errorf("clock_adjtime: %w", err)
+	}
+	return nil
+}
+
+// setOffset is the adjtimex request that steps the clock by d: with
+// ADJ_NANO the "usec" field holds nanoseconds, and the kernel wants them in
+// [0, 1e9) with the seconds carrying the sign.
+func setOffset(d time.Duration) unix.Timex {
+	sec, nsec := int64(d/time.Second), int64(d%time.Second)
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+int64(time.Second)
+	}
+	return unix.Timex{Modes: adjSetOffset | adjNano, Time: unix.Timeval{Sec: sec, Usec: nsec}}
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kata-go/kata-go/pkg/agentapi"
+)
+
+// offsetClock is a guest clock that is the host's plus an offset.
+type offsetClock struct {
+	mu     sync.Mutex // guards off
+	off    time.Duration
+	failed error
+}
+
+func (c *offsetClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *offsetClock) step(d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return c.failed
+	}
+	c.off += d
+	return nil
+}
+
+func TestSyncClockStepsThenReads(t *testing.T) {
+	s := newTestService(t)
+	clk := &offsetClock{off: 3 * time.Second}
+	s.clock = clk
+	ctx := context.Background()
+	before := time.Now()
+	r, err := s.SyncClock(ctx, &agentapi.SyncClockRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Unix(0, r.GuestUnixNs).Sub(before); got < 3*time.Second || got > 4*time.Second {
+		t.Fatalf("a reading with no step is %s ahead, want about 3s", got)
+	}
+	before = time.Now()
+	r, err = s.SyncClock(ctx, &agentapi.SyncClockRequest{StepNs: int64(-3 * time.Second)})
+	after := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := time.Unix(0, r.GuestUnixNs); g.Before(before) || g.After(after) {
+		t.Fatalf("after the step the guest reads %v, outside [%v, %v]", g, before, after)
+	}
+	for _, bad := range []int64{int64(maxClockStep) + 1, -int64(maxClockStep) - 1} {
+		if _, err := s.SyncClock(ctx, &agentapi.SyncClockRequest{StepNs: bad}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("step %d: %v", bad, err)
+		}
+	}
+	clk.failed = context.DeadlineExceeded
+	if _, err := s.SyncClock(ctx, &agentapi.SyncClockRequest{StepNs: 1}); status.Code(err) != codes.Internal {
+		t.Errorf("a failed step: %v", err)
+	}
+}
+
+func TestSetOffsetNormalises(t *testing.T) {
+	for _, c := range []struct {
+		d         time.Duration
+		sec, nsec int64
+	}{
+		{1500 * time.Millisecond, 1, 5e8},
+		{-1500 * time.Millisecond, -2, 5e8},
+		{-time.Nanosecond, -1, 999999999},
+		{-2 * time.Second, -2, 0},
+		{0, 0, 0},
+	} {
+		tx := setOffset(c.d)
+		if tx.Time.Sec != c.sec || tx.Time.Usec != c.nsec || tx.Modes != adjSetOffset|adjNano {
+			t.Errorf("%s: sec %d nsec %d modes %#x, want %d %d", c.d, tx.Time.Sec, tx.Time.Usec, tx.Modes, c.sec, c.nsec)
+		}
+	}
+}
