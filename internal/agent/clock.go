@@ -39,11 +39,8 @@ func (s *service) SyncClock(ctx context.Context, r *agentapi.SyncClockRequest) (
 	return &agentapi.SyncClockResponse{GuestUnixNs: s.clock.now().UnixNano()}, nil
 }
 
-// Linux's adjtimex modes (include/uapi/linux/timex.h).
-const (
-	adjSetOffset = 0x0100
-	adjNano      = 0x2000
-)
+// adjSetOffset is Linux's ADJ_SETOFFSET (include/uapi/linux/timex.h).
+const adjSetOffset = 0x0100
 
 // guestClock is the kernel's CLOCK_REALTIME.
 type guestClock struct{}
@@ -62,13 +59,15 @@ func (guestClock) step(d time.Duration) error {
 	return nil
 }
 
-// setOffset is the adjtimex request that steps the clock by d: with
-// ADJ_NANO the "usec" field holds nanoseconds, and the kernel wants them in
-// [0, 1e9) with the seconds carrying the sign.
+// setOffset is the adjtimex request that steps the clock by d, in
+// microseconds: ADJ_NANO would leave STA_NANO set in the kernel's status,
+// changing what every later adjtimex caller in the guest reads. The kernel
+// wants the microseconds in [0, 1e6) with the seconds carrying the sign.
 func setOffset(d time.Duration) unix.Timex {
-	sec, nsec := int64(d/time.Second), int64(d%time.Second)
-	if nsec < 0 {
-		sec, nsec = sec-1, nsec+int64(time.Second)
+	d = d.Round(time.Microsecond)
+	sec, usec := int64(d/time.Second), int64(d%time.Second/time.Microsecond)
+	if usec < 0 {
+		sec, usec = sec-1, usec+1e6
 	}
-	return unix.Timex{Modes: adjSetOffset | adjNano, Time: unix.Timeval{Sec: sec, Usec: nsec}}
+	return unix.Timex{Modes: adjSetOffset, Time: unix.Timeval{Sec: sec, Usec: usec}}
 }

@@ -71,17 +71,18 @@ func TestSyncClockStepsThenReads(t *testing.T) {
 func TestSetOffsetNormalises(t *testing.T) {
 	for _, c := range []struct {
 		d         time.Duration
-		sec, nsec int64
+		sec, usec int64
 	}{
-		{1500 * time.Millisecond, 1, 5e8},
-		{-1500 * time.Millisecond, -2, 5e8},
-		{-time.Nanosecond, -1, 999999999},
+		{1500 * time.Millisecond, 1, 5e5},
+		{-1500 * time.Millisecond, -2, 5e5},
+		{-time.Microsecond, -1, 999999},
 		{-2 * time.Second, -2, 0},
+		{1499 * time.Nanosecond, 0, 1},
 		{0, 0, 0},
 	} {
 		tx := setOffset(c.d)
-		if tx.Time.Sec != c.sec || tx.Time.Usec != c.nsec || tx.Modes != adjSetOffset|adjNano {
-			t.Errorf("%s: sec %d nsec %d modes %#x, want %d %d", c.d, tx.Time.Sec, tx.Time.Usec, tx.Modes, c.sec, c.nsec)
+		if tx.Time.Sec != c.sec || tx.Time.Usec != c.usec || tx.Modes != adjSetOffset {
+			t.Errorf("%s: sec %d usec %d modes %#x, want %d %d", c.d, tx.Time.Sec, tx.Time.Usec, tx.Modes, c.sec, c.usec)
 		}
 	}
 }

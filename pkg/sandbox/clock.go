@@ -111,7 +111,7 @@ func (s *Sandbox) keepClock(period time.Duration) {
 			}
 		case cs.Stepped:
 			failures = 0
-			s.log.Debug("guest clock stepped", "offset", cs.Offset, "rtt", cs.RTT)
+			s.log.Info("guest clock stepped", "offset", cs.Offset, "rtt", cs.RTT)
 		default:
 			failures = 0
 		}
