@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,29 +10,6 @@ import (
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
-
-// offsetClock is a guest clock that is the host's plus an offset.
-type offsetClock struct {
-	mu     sync.Mutex // guards off
-	off    time.Duration
-	failed error
-}
-
-func (c *offsetClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *offsetClock) step(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.failed != nil {
-		return c.failed
-	}
-	c.off += d
-	return nil
-}
 
 func TestSyncClockStepsThenReads(t *testing.T) {
 	s := newTestService(t)

@@ -223,20 +223,6 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 	}
 }
 
-func FuzzCheckSpecAndGuestPaths(f *testing.F) {
-	f.Add("c1", "/", "sh", "/data")
-	f.Add("x", "tmp", "", "rel")
-	f.Fuzz(func(t *testing.T, id, cwd, arg, dest string) {
-		s := &specs.Spec{Process: &specs.Process{Args: []string{arg}, Cwd: cwd}, Linux: podNet(), Mounts: []specs.Mount{{Destination: dest, Type: "tmpfs"}}}
-		if err := sandbox.CheckSpec(s); err != nil {
-			return
-		}
-		if !strings.HasPrefix(cwd, "/") || !strings.HasPrefix(dest, "/") {
-			t.Fatalf("accepted relative path cwd=%q dest=%q", cwd, dest)
-		}
-	})
-}
-
 // A plain "ro" volume is read-only at its top only (runc's non-recursive
 // semantics): with mounts below the source, the guest bind stays
 // read-write and the host bind, read-only at its top, enforces it. "rro"

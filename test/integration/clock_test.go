@@ -59,6 +59,9 @@ func TestGuestClock(t *testing.T) {
 			}
 			defer d.remove("clock")
 			d.waitStatus(t, "clock", "RUNNING")
+			cs, _, _ := d.ctr("task", "exec", "--exec-id", "clocksource", "clock", "sh", "-c",
+				"cat /sys/devices/system/clocksource/clocksource0/current_clocksource /sys/devices/system/clocksource/clocksource0/available_clocksource; dmesg | grep -i -e clocksource -e tsc")
+			t.Logf("guest clocksource: %s", cs)
 			var worst, widest time.Duration
 			n := 0
 			for end := time.Now().Add(clockWindow()); time.Now().Before(end); n++ {
