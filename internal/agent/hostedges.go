@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/opencontainers/cgroups"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -64,10 +66,13 @@ func (f *hostExits) deliver(pid int, ws syscall.WaitStatus) {
 type hostRunner struct {
 	dir   string
 	exits *hostExits
+	// command maps a process's args to the host command run for it.
+	command func(args []string) []string
 
-	// mu guards specs.
+	// mu guards specs and ooms.
 	mu    sync.Mutex
 	specs map[string]*specs.Spec
+	ooms  map[string]bool
 }
 
 var _ runner = (*hostRunner)(nil)
@@ -76,16 +81,50 @@ type hostContainer struct {
 	r    *hostRunner
 	gate string
 
-	// mu guards cmds, paused and resources.
+	// oomCh is the container's OOM notification (the cgroup's, in a guest).
+	oomCh    chan struct{}
+	closeOOM sync.Once
+
+	// mu guards cmds, initTTY, paused and resources.
 	mu        sync.Mutex
-	cmds      []*exec.Cmd
+	initTTY   bool
+	cmds      []*hostProc
 	paused    bool
 	resources *specs.LinuxResources
 }
 
 var _ containerRuntime = (*hostContainer)(nil)
 
-func (r *hostRunner) spawn(args []string, io *stdio, gate string) (*exec.Cmd, error) {
+// hostProc is one process of a host container.
+type hostProc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once reaped
+}
+
+func (p *hostProc) pid() int { return p.cmd.Process.Pid }
+
+func (p *hostProc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// spawn starts a process in process group group (0: a new one; a terminal
+// always makes a new session). An init's death kills its group, as the end
+// of a container's init ends its PID namespace; an exec without a terminal
+// joins its init's group.
+func (r *hostRunner) spawn(args []string, io *stdio, gate string, group int, init bool) (*hostProc, error) {
+	if r.command != nil {
+		args = r.command(args)
+	}
+	// libcontainer's init looks the binary up before it waits for start,
+	// so a missing one fails the create (or the exec), as runc's does.
+	if _, err := exec.LookPath(args[0]); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
 	script := `while [ ! -e "$0" ]; do sleep 0.01; done; exec "$@"`
 	cmd := exec.Command("/bin/sh", append([]string{"-c", script, gate}, args...)...)
 	var tty *os.File
@@ -103,6 +142,7 @@ func (r *hostRunner) spawn(args []string, io *stdio, gate string) (*exec.Cmd, er
 			cmd.Stdin = io.childIn
 		}
 		cmd.Stdout, cmd.Stderr = io.childOut, io.childErr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: group}
 	}
 	if err := cmd.Start(); err != nil {
 		if tty != nil {
@@ -113,27 +153,33 @@ func (r *hostRunner) spawn(args []string, io *stdio, gate string) (*exec.Cmd, er
 	if tty != nil {
 		io.setTerminal(tty, true)
 	}
+	p := &hostProc{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
+		close(p.done)
 		r.exits.deliver(cmd.Process.Pid, cmd.ProcessState.Sys().(syscall.WaitStatus))
+		if init {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
 	}()
-	return cmd, nil
+	return p, nil
 }
 
 func (r *hostRunner) create(id string, spec *specs.Spec, io *stdio) (containerRuntime, int, error) {
-	c := &hostContainer{r: r, gate: filepath.Join(r.dir, id+".gate")}
+	c := &hostContainer{r: r, gate: filepath.Join(r.dir, id+".gate"), oomCh: make(chan struct{}, 1)}
 	if err := os.Remove(c.gate); err != nil && !os.IsNotExist(err) {
 		return nil, 0, err
 	}
-	cmd, err := r.spawn(spec.Process.Args, io, c.gate)
+	p, err := r.spawn(spec.Process.Args, io, c.gate, 0, true)
 	if err != nil {
 		return nil, 0, err
 	}
-	c.cmds = append(c.cmds, cmd)
+	c.cmds = append(c.cmds, p)
+	c.initTTY = io.tty
 	r.mu.Lock()
 	r.specs[id] = spec
 	r.mu.Unlock()
-	return c, cmd.Process.Pid, nil
+	return c, p.pid(), nil
 }
 
 func (r *hostRunner) spec(id string) *specs.Spec {
@@ -145,22 +191,28 @@ func (r *hostRunner) spec(id string) *specs.Spec {
 func (c *hostContainer) start() error { return os.WriteFile(c.gate, nil, 0o644) }
 
 func (c *hostContainer) exec(p *specs.Process, io *stdio) (int, error) {
-	cmd, err := c.r.spawn(p.Args, io, c.gate)
+	c.mu.Lock()
+	group := c.cmds[0].pid()
+	if c.initTTY {
+		group = 0 // the init leads a session of its own: no joining its group
+	}
+	c.mu.Unlock()
+	hp, err := c.r.spawn(p.Args, io, c.gate, group, false)
 	if err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
-	c.cmds = append(c.cmds, cmd)
+	c.cmds = append(c.cmds, hp)
 	c.mu.Unlock()
-	return cmd.Process.Pid, nil
+	return hp.pid(), nil
 }
 
 func (c *hostContainer) signal(sig unix.Signal, all bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, cmd := range c.cmds {
-		if i == 0 || all {
-			_ = cmd.Process.Signal(sig)
+	for i, p := range c.cmds {
+		if (i == 0 || all) && p.running() {
+			_ = p.cmd.Process.Signal(sig)
 		}
 	}
 	return nil
@@ -198,27 +250,59 @@ func (c *hostContainer) pids() ([]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []int
-	for _, cmd := range c.cmds {
-		if cmd.ProcessState == nil {
-			out = append(out, cmd.Process.Pid)
+	for _, p := range c.cmds {
+		if p.running() {
+			out = append(out, p.pid())
 		}
 	}
 	return out, nil
 }
 
-// oom: host processes have no cgroup of their own, so no OOM events (the
-// real agent reports them from the container's cgroup, and never in stats).
-func (c *hostContainer) oom() (<-chan struct{}, error) { return nil, os.ErrNotExist }
+// oom delivers what oomKill sends, as a cgroup's notification would.
+func (c *hostContainer) oom() (<-chan struct{}, error) { return c.oomCh, nil }
 
-// stats are empty: there is no cgroup to read. The real agent's stats come
-// from libcontainer and carry no OOM counts (see convertStats).
+// oomKill plays the kernel's OOM killer on the container: its init dies of
+// SIGKILL, the cgroup's oom_kill counter moves, the notification fires.
+func (r *hostRunner) oomKill(id string, c *hostContainer) {
+	r.mu.Lock()
+	r.ooms[id] = true
+	r.mu.Unlock()
+	_ = c.signal(unix.SIGKILL, false)
+	select {
+	case c.oomCh <- struct{}{}:
+	default:
+	}
+}
+
+func (r *hostRunner) oomKilled(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ooms[id]
+}
+
+// Fixed figures a host container's cgroup "reads" (there is none): what
+// a test can expect after the agent's own conversion (convertStats).
+const (
+	HostStatsCPUNs       = 1_500_000
+	HostStatsMemoryBytes = 4 << 20
+)
+
+// stats go through the agent's own conversion from libcontainer's cgroup
+// statistics, with fixed CPU and memory figures and the live process count.
 func (c *hostContainer) stats() (*agentapi.StatsContainerResponse, error) {
-	return &agentapi.StatsContainerResponse{}, nil
+	pids, _ := c.pids()
+	var cs cgroups.Stats
+	cs.CpuStats.CpuUsage.TotalUsage = HostStatsCPUNs
+	cs.MemoryStats.Usage.Usage = HostStatsMemoryBytes
+	cs.PidsStats.Current = uint64(len(pids))
+	return convertStats(&cs), nil
 }
 
 func (c *hostContainer) destroy() error {
 	_ = c.signal(unix.SIGCONT, true)
-	return c.signal(unix.SIGKILL, true)
+	err := c.signal(unix.SIGKILL, true)
+	c.closeOOM.Do(func() { close(c.oomCh) }) // ends the OOM watch, as a removed cgroup does
+	return err
 }
 
 // hostMounter checks storage requests as the guest's does and records them.

@@ -16,6 +16,9 @@ type Options struct {
 	// ClockOffset is how far the service's wall clock starts ahead of the
 	// host's.
 	ClockOffset time.Duration
+	// Command maps a process's args to the host command run for it (nil:
+	// the args themselves), so a test can give "sleep" a meaning.
+	Command func(args []string) []string
 }
 
 // Service is the agent's real request handling with the host edges in
@@ -33,11 +36,12 @@ type Service struct {
 // NewService returns the agent service over host edges.
 func NewService(o Options) *Service {
 	ex := newHostExits()
-	r := &hostRunner{dir: o.Dir, exits: ex, specs: map[string]*specs.Spec{}}
+	r := &hostRunner{dir: o.Dir, exits: ex, command: o.Command, specs: map[string]*specs.Spec{}, ooms: map[string]bool{}}
 	m := &hostMounter{}
 	clk := &offsetClock{off: o.ClockOffset}
 	s := newService(r, ex, m, uptime())
 	s.clock = clk
+	s.oomKilled = r.oomKilled
 	return &Service{AgentService: s, svc: s, runner: r, mount: m, clock: clk}
 }
 
@@ -96,4 +100,19 @@ func (s *Service) SetClockOffset(d time.Duration) {
 	s.clock.mu.Lock()
 	s.clock.off = d
 	s.clock.mu.Unlock()
+}
+
+// OOMKill kills the container's init as the kernel's OOM killer would,
+// with the cgroup's notification and counter: the agent's own code reports
+// it (GetOOMEvent, WaitProcess's OomKilled).
+func (s *Service) OOMKill(cid string) bool {
+	c, err := s.svc.lookup(cid)
+	if err != nil {
+		return false
+	}
+	hc, ok := c.rt.(*hostContainer)
+	if ok {
+		s.runner.oomKill(cid, hc)
+	}
+	return ok
 }

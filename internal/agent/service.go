@@ -29,6 +29,8 @@ type service struct {
 	containers map[string]*container
 
 	ooms *oomQueue
+	// oomKilled says whether a container's cgroup saw an OOM kill.
+	oomKilled func(id string) bool
 }
 
 var _ agentapi.AgentService = (*service)(nil)
@@ -42,6 +44,7 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		started:    started,
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),
+		oomKilled:  oomKilled,
 	}
 }
 
