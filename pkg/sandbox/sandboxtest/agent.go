@@ -1,6 +1,9 @@
-// Package sandboxtest has fakes of the parts a sandbox is built from, for
-// unit tests of the sandbox and the shim above it. They model behaviour
-// (processes that print, exit, or run until signalled), not just calls.
+// Package sandboxtest has the parts a sandbox is built from, for unit tests
+// of the sandbox and the shim above it: the real agent over an in-memory
+// connection (Deps, via internal/agent/agenttest), a fake VM and a
+// recording host-mount layer. The hand-written Agent here (FakeDeps) is
+// kept only as the honest core the hostile tests' lying agents bend; it
+// refuses what the real agent refuses and reports no OOM kill in stats.
 package sandboxtest
 
 import (
@@ -27,7 +30,7 @@ type Behavior struct {
 	OOM bool
 }
 
-// Agent is an in-memory agent.
+// Agent is an in-memory, scripted agent for the hostile tests.
 type Agent struct {
 	// Script decides each process's behaviour from its args; nil: exit 0.
 	Script func(args []string) Behavior
@@ -285,8 +288,9 @@ func (a *Agent) StatsContainer(_ context.Context, r *agentapi.ContainerRequest) 
 		return nil, err
 	}
 	return &agentapi.StatsContainerResponse{
-		Cpu:    &agentapi.CpuStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
-		Memory: &agentapi.MemoryStats{Usage: 4 << 20, UsageLimit: 64 << 20, Anon: 1 << 20, OomKill: 1},
+		Cpu: &agentapi.CpuStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
+		// No OOM counts: the real agent never reports them in stats.
+		Memory: &agentapi.MemoryStats{Usage: 4 << 20, UsageLimit: 64 << 20, Anon: 1 << 20},
 		Pids:   &agentapi.PidsStats{Current: 2, Limit: 100},
 	}, nil
 }
@@ -310,6 +314,22 @@ func (a *Agent) ExecProcess(_ context.Context, r *agentapi.ExecProcessRequest) (
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Refused as the real agent refuses it (internal/agent's ExecProcess).
+	init := a.procs[key(r.ContainerId, "")]
+	if init == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", r.ContainerId)
+	}
+	if _, dup := a.procs[key(r.ContainerId, r.ExecId)]; dup {
+		return nil, status.Errorf(codes.AlreadyExists, "exec %q already exists in container %q", r.ExecId, r.ContainerId)
+	}
+	select {
+	case <-init.exited:
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", r.ContainerId)
+	default:
+	}
+	if !init.started {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", r.ContainerId)
+	}
 	p := a.add(r.ContainerId, r.ExecId, sp.Args)
 	a.start(p)
 	return &agentapi.ExecProcessResponse{Pid: 42}, nil
