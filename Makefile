@@ -27,7 +27,7 @@ help:
 	@echo "bench      start-time, exec, throughput and memory against runc"
 	@echo "conformance critest (handler kata) against containerd 1.6 and 2.4, offline"
 	@echo "generate   regenerate the agent protocol from pkg/agentapi/agent.proto"
-	@echo "lint       gofmt, go vet, staticcheck, generated code up to date"
+	@echo "lint       gofmt, go vet, staticcheck, generated code and go.mod up to date"
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/containerd-shim-kata-v2 ./cmd/containerd-shim-kata-v2
@@ -99,6 +99,7 @@ check-generated: generate
 	@git diff --exit-code -- pkg/agentapi || { echo "generated code differs from agent.proto: run make generate and commit"; exit 1; }
 
 lint: check-generated
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./... && $(GO) vet -tags integration ./test/integration/
 	$(GO) tool staticcheck ./... && $(GO) tool staticcheck -tags integration ./test/integration/

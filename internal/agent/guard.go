@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -191,15 +193,79 @@ func (g *guardedListener) Close() error {
 
 func (g *guardedListener) Addr() net.Addr { return g.inner.Addr() }
 
-// guardedConn frees the listener's single slot when closed.
+// guardedConn frees the listener's single slot when closed, and ends when
+// a new host knocks (see frames).
 type guardedConn struct {
 	net.Conn
 	release func()
 	once    sync.Once
+	// frames is only used by the ttrpc server's single reader.
+	frames frameTracker
 }
 
+// Read hands ttrpc its frames and reports io.EOF once a byte that cannot
+// start a frame arrives where a frame must start. On a virtio-serial port
+// that is a new host connection's handshake nudge (channel.Connect's empty
+// lines): the host hung up and redialled so fast that the guest kernel
+// never showed this read the hang-up (the port's "host connected" flag
+// went down and up before the reader woke). Ending here makes the agent
+// reopen the port and greet the new host, instead of taking the nudges
+// for the length of a huge message and waiting for it for ever.
+func (c *guardedConn) Read(p []byte) (int, error) {
+	if c.frames.ended {
+		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(p)
+	if k := c.frames.scan(p[:n]); k < n {
+		Logf("agent channel: a new host connection began on the open port: ending the old one")
+		return k, nil // the next Read reports io.EOF
+	}
+	return n, err
+}
+
+// Close marks the host's slot free before closing: on a serial port the
+// close lets the listener reopen the port at once, and a host that proves
+// itself on it must not find the old connection still counted as open.
 func (c *guardedConn) Close() error {
-	err := c.Conn.Close()
 	c.once.Do(c.release)
-	return err
+	return c.Conn.Close()
+}
+
+// ttrpc frames: a 10-byte header (length, stream id: big-endian uint32s;
+// type; flags) then length bytes. ttrpc refuses messages over 4 MiB, so
+// the first byte of every honest header is 0.
+const frameHeaderLen = 10
+
+// frameTracker follows frame boundaries in the bytes the host sends.
+type frameTracker struct {
+	hdr     [frameHeaderLen]byte
+	hdrN    int    // header bytes seen of the current frame
+	payload uint32 // payload bytes still to come
+	ended   bool
+}
+
+// scan consumes b and returns how many of its bytes belong to frames: less
+// than len(b) when a frame would start with a nonzero byte.
+func (f *frameTracker) scan(b []byte) int {
+	i := 0
+	for i < len(b) && !f.ended {
+		switch {
+		case f.payload > 0:
+			step := min(uint32(len(b)-i), f.payload)
+			f.payload -= step
+			i += int(step)
+		case f.hdrN == 0 && b[i] != 0:
+			f.ended = true
+			return i
+		default:
+			f.hdr[f.hdrN] = b[i]
+			f.hdrN++
+			i++
+			if f.hdrN == frameHeaderLen {
+				f.payload = binary.BigEndian.Uint32(f.hdr[:4])
+				f.hdrN = 0
+			}
+		}
+	}
+	return i
 }

@@ -90,7 +90,7 @@ func (s *service) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest) (
 		Status:         p.status.status,
 		Signal:         p.status.signal,
 		ExitedAtUnixNs: p.exitedAt.UnixNano(),
-		OomKilled:      r.ExecId == "" && oomKilled(r.ContainerId),
+		OomKilled:      r.ExecId == "" && s.oomKilled(r.ContainerId),
 	}, nil
 }
 

@@ -20,6 +20,7 @@ type service struct {
 	runner  runner
 	exits   exitSource
 	mounter mounter
+	clock   wallClock
 	started time.Duration // guest uptime when serving began
 
 	// mu guards containers. It is never held across a blocking call
@@ -28,6 +29,8 @@ type service struct {
 	containers map[string]*container
 
 	ooms *oomQueue
+	// oomKilled says whether a container's cgroup saw an OOM kill.
+	oomKilled func(id string) bool
 }
 
 var _ agentapi.AgentService = (*service)(nil)
@@ -37,9 +40,11 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		runner:     r,
 		exits:      exits,
 		mounter:    m,
+		clock:      guestClock{},
 		started:    started,
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),
+		oomKilled:  oomKilled,
 	}
 }
 

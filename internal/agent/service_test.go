@@ -20,10 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newTestService(t *testing.T) *service {
 	t.Helper()
-	s := newService(&fakeRunner{dir: t.TempDir(), exits: nil}, nil, &fakeMounter{}, 0)
-	ex := newFakeExits()
-	s.runner.(*fakeRunner).exits = ex
-	s.exits = ex
+	s := NewService(Options{Dir: t.TempDir()}).svc
 	t.Cleanup(func() { _, _ = s.DestroySandbox(context.Background(), &agentapi.DestroySandboxRequest{}) })
 	return s
 }

@@ -1825,6 +1825,99 @@ func (x *UpdateRoutesRequest) GetRoutes() []*Route {
 	return nil
 }
 
+// SyncClock steps the guest's wall clock (CLOCK_REALTIME) by step_ns, then
+// reads it. The host measures first (step_ns 0), bracketing the call with
+// its own clock, and then sends the correction: a relative step does not
+// depend on how long the second call takes to arrive.
+type SyncClockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StepNs        int64                  `protobuf:"varint,1,opt,name=step_ns,json=stepNs,proto3" json:"step_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncClockRequest) Reset() {
+	*x = SyncClockRequest{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncClockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncClockRequest) ProtoMessage() {}
+
+func (x *SyncClockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncClockRequest.ProtoReflect.Descriptor instead.
+func (*SyncClockRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SyncClockRequest) GetStepNs() int64 {
+	if x != nil {
+		return x.StepNs
+	}
+	return 0
+}
+
+type SyncClockResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The guest's wall clock after the step, in ns since the Unix epoch.
+	GuestUnixNs   int64 `protobuf:"varint,1,opt,name=guest_unix_ns,json=guestUnixNs,proto3" json:"guest_unix_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncClockResponse) Reset() {
+	*x = SyncClockResponse{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncClockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncClockResponse) ProtoMessage() {}
+
+func (x *SyncClockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncClockResponse.ProtoReflect.Descriptor instead.
+func (*SyncClockResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SyncClockResponse) GetGuestUnixNs() int64 {
+	if x != nil {
+		return x.GuestUnixNs
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1953,7 +2046,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06source\x18\x04 \x01(\tR\x06source\x12\x14\n" +
 	"\x05scope\x18\x05 \x01(\rR\x05scope\"E\n" +
 	"\x13UpdateRoutesRequest\x12.\n" +
-	"\x06routes\x18\x01 \x03(\v2\x16.katago.agent.v1.RouteR\x06routes2\x9f\x0e\n" +
+	"\x06routes\x18\x01 \x03(\v2\x16.katago.agent.v1.RouteR\x06routes\"+\n" +
+	"\x10SyncClockRequest\x12\x17\n" +
+	"\astep_ns\x18\x01 \x01(\x03R\x06stepNs\"7\n" +
+	"\x11SyncClockResponse\x12\"\n" +
+	"\rguest_unix_ns\x18\x01 \x01(\x03R\vguestUnixNs2\xf3\x0e\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.katago.agent.v1.CheckRequest\x1a\x1e.katago.agent.v1.CheckResponse\x12N\n" +
 	"\rCreateSandbox\x12%.katago.agent.v1.CreateSandboxRequest\x1a\x16.katago.agent.v1.Empty\x12P\n" +
@@ -1980,7 +2077,8 @@ const file_agent_proto_rawDesc = "" +
 	"\fTtyWinResize\x12$.katago.agent.v1.TtyWinResizeRequest\x1a\x16.katago.agent.v1.Empty\x12@\n" +
 	"\vGetOOMEvent\x12\x16.katago.agent.v1.Empty\x1a\x19.katago.agent.v1.OOMEvent\x12V\n" +
 	"\x0fUpdateInterface\x12'.katago.agent.v1.UpdateInterfaceRequest\x1a\x1a.katago.agent.v1.Interface\x12L\n" +
-	"\fUpdateRoutes\x12$.katago.agent.v1.UpdateRoutesRequest\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
+	"\fUpdateRoutes\x12$.katago.agent.v1.UpdateRoutesRequest\x1a\x16.katago.agent.v1.Empty\x12R\n" +
+	"\tSyncClock\x12!.katago.agent.v1.SyncClockRequest\x1a\".katago.agent.v1.SyncClockResponseB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1994,7 +2092,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: katago.agent.v1.Empty
 	(*CheckRequest)(nil),            // 1: katago.agent.v1.CheckRequest
@@ -2027,6 +2125,8 @@ var file_agent_proto_goTypes = []any{
 	(*UpdateInterfaceRequest)(nil),  // 28: katago.agent.v1.UpdateInterfaceRequest
 	(*Route)(nil),                   // 29: katago.agent.v1.Route
 	(*UpdateRoutesRequest)(nil),     // 30: katago.agent.v1.UpdateRoutesRequest
+	(*SyncClockRequest)(nil),        // 31: katago.agent.v1.SyncClockRequest
+	(*SyncClockResponse)(nil),       // 32: katago.agent.v1.SyncClockResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: katago.agent.v1.CreateSandboxRequest.storages:type_name -> katago.agent.v1.Storage
@@ -2059,30 +2159,32 @@ var file_agent_proto_depIdxs = []int32{
 	0,  // 27: katago.agent.v1.Agent.GetOOMEvent:input_type -> katago.agent.v1.Empty
 	28, // 28: katago.agent.v1.Agent.UpdateInterface:input_type -> katago.agent.v1.UpdateInterfaceRequest
 	30, // 29: katago.agent.v1.Agent.UpdateRoutes:input_type -> katago.agent.v1.UpdateRoutesRequest
-	2,  // 30: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
-	0,  // 31: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
-	0,  // 32: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
-	7,  // 33: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
-	0,  // 34: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
-	0,  // 35: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
-	0,  // 36: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
-	0,  // 37: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
-	0,  // 38: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
-	23, // 39: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
-	24, // 40: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
-	11, // 41: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
-	0,  // 42: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
-	13, // 43: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
-	15, // 44: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
-	0,  // 45: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
-	17, // 46: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
-	17, // 47: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
-	0,  // 48: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
-	25, // 49: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
-	27, // 50: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
-	0,  // 51: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
-	30, // [30:52] is the sub-list for method output_type
-	8,  // [8:30] is the sub-list for method input_type
+	31, // 30: katago.agent.v1.Agent.SyncClock:input_type -> katago.agent.v1.SyncClockRequest
+	2,  // 31: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
+	0,  // 32: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
+	0,  // 33: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
+	7,  // 34: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
+	0,  // 35: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
+	0,  // 36: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
+	0,  // 37: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
+	0,  // 38: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
+	0,  // 39: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
+	23, // 40: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
+	24, // 41: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
+	11, // 42: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
+	0,  // 43: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
+	13, // 44: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
+	15, // 45: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
+	0,  // 46: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
+	17, // 47: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
+	17, // 48: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
+	0,  // 49: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
+	25, // 50: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
+	27, // 51: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
+	0,  // 52: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
+	32, // 53: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
+	31, // [31:54] is the sub-list for method output_type
+	8,  // [8:31] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -2099,7 +2201,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

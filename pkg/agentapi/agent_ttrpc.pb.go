@@ -30,6 +30,7 @@ type AgentService interface {
 	GetOOMEvent(context.Context, *Empty) (*OOMEvent, error)
 	UpdateInterface(context.Context, *UpdateInterfaceRequest) (*Interface, error)
 	UpdateRoutes(context.Context, *UpdateRoutesRequest) (*Empty, error)
+	SyncClock(context.Context, *SyncClockRequest) (*SyncClockResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -188,6 +189,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.UpdateRoutes(ctx, &req)
+			},
+			"SyncClock": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req SyncClockRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.SyncClock(ctx, &req)
 			},
 		},
 	})
@@ -374,6 +382,14 @@ func (c *agentClient) UpdateInterface(ctx context.Context, req *UpdateInterfaceR
 func (c *agentClient) UpdateRoutes(ctx context.Context, req *UpdateRoutesRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "UpdateRoutes", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) SyncClock(ctx context.Context, req *SyncClockRequest) (*SyncClockResponse, error) {
+	var resp SyncClockResponse
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "SyncClock", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

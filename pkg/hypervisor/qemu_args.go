@@ -81,6 +81,12 @@ func (l *launch) kernelParams() string {
 		// The emulated LAPIC timer's calibration costs ~0.2 s of boot under
 		// TCG (935 -> 744 ms measured); the PIT serves instead. Never under KVM.
 		p = append(p, "noapictimer")
+		// TCG's guest TSC is the host's (constant rate) and is the guest's
+		// clocksource; without this the kernel's watchdog checks it against
+		// jiffies, which lose ticks whenever TCG is busy, marks it unstable
+		// and falls back to jiffies: the wall clock then loses seconds a
+		// minute (seen 2026-12-02), beyond what the shim's resync can hide.
+		p = append(p, "tsc=reliable")
 	}
 	if l.secretPath != "" {
 		p = append(p, fwCfgIOPort)

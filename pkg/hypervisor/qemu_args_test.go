@@ -40,7 +40,7 @@ func TestArgsMicrovmVirtioFS(t *testing.T) {
 		"-global virtio-mmio.force-legacy=off",
 		"vhost-user-fs-device,chardev=fs0,tag=kataShared",
 		"virtserialport,chardev=agent,name=agent.channel.0",
-		"tsc_early_khz=2500000", "quiet", "noapictimer",
+		"tsc_early_khz=2500000", "quiet", "noapictimer", "tsc=reliable",
 	} {
 		if !strings.Contains(a, want) {
 			t.Errorf("args lack %q:\n%s", want, a)
@@ -70,7 +70,7 @@ func TestArgsQ35NinePTapKVM(t *testing.T) {
 			t.Errorf("args lack %q:\n%s", want, a)
 		}
 	}
-	for _, bad := range []string{"memory-backend", "tsc_early_khz", "quiet", "force-legacy", "noapictimer"} {
+	for _, bad := range []string{"memory-backend", "tsc_early_khz", "quiet", "force-legacy", "noapictimer", "tsc=reliable"} {
 		if strings.Contains(a, bad) {
 			t.Errorf("args have %q:\n%s", bad, a)
 		}

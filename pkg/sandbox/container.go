@@ -121,8 +121,11 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 	return c, nil
 }
 
-// explain adds the VM's fate to an agent error when the VM is the cause.
+// explain turns an agent's answer into its errdefs class with a bounded,
+// printable message (agentError), and adds the VM's fate when the VM is
+// the cause.
 func (s *Sandbox) explain(err error) error {
+	err = agentError(err)
 	select {
 	case <-s.dead:
 		return fmt.Errorf("%w (%v)", err, s.deadErr)
@@ -343,7 +346,7 @@ func (c *Container) Remove(ctx context.Context) error {
 	default:
 		rctx, cancel := c.s.requestCtx(ctx)
 		if _, err := c.s.agent.RemoveContainer(rctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
-			errs = append(errs, fmt.Errorf("remove container %s in guest: %w", c.ID, err))
+			errs = append(errs, fmt.Errorf("remove container %s in guest: %w", c.ID, c.s.explain(err)))
 		}
 		cancel()
 	}

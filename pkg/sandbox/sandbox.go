@@ -222,6 +222,10 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		return nil, err
 	}
 	go s.watch()
+	if err := s.startClock(ctx); err != nil {
+		s.agent.Close()
+		return nil, err
+	}
 	hostname := ""
 	if o.Spec != nil {
 		hostname = o.Spec.Hostname
@@ -235,7 +239,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		Storages: []*agentapi.Storage{{Driver: guestFSDriver(h.SharedFS), Source: shareTag, MountPoint: guestSharedRoot}},
 	}); err != nil {
 		s.agent.Close()
-		return nil, fmt.Errorf("agent: create sandbox: %w", err)
+		return nil, fmt.Errorf("create sandbox in guest: %w", s.explain(err))
 	}
 	if err := s.configureGuestNetwork(actx); err != nil {
 		s.agent.Close()
@@ -276,7 +280,7 @@ func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
 			HwAddr: ep.MAC, Mtu: uint32(ep.MTU), Addresses: addrs,
 		}})
 		if err != nil {
-			return fmt.Errorf("agent: configure interface %s (%s): %w", ep.Veth, ep.MAC, err)
+			return fmt.Errorf("configure interface %s (%s) in guest: %w", ep.Veth, ep.MAC, s.explain(err))
 		}
 		// The name goes back to the guest only (in its routes); refuse
 		// what no Linux interface name can be.
@@ -292,7 +296,7 @@ func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
 	}
 	if len(routes) > 0 {
 		if _, err := s.agent.UpdateRoutes(ctx, &agentapi.UpdateRoutesRequest{Routes: routes}); err != nil {
-			return fmt.Errorf("agent: routes: %w", err)
+			return fmt.Errorf("configure routes in guest: %w", s.explain(err))
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/goleak"
 
+	"github.com/kata-go/kata-go/internal/agent"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 	"github.com/kata-go/kata-go/pkg/sandbox"
@@ -56,7 +57,7 @@ func TestStateDirFitsSocketPaths(t *testing.T) {
 }
 
 func TestVMSizeFollowsLimits(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	s := spec("true")
 	quota, period, mem := int64(150000), uint64(100000), int64(256<<20)
 	s.Linux.Resources = &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}, Memory: &specs.LinuxMemory{Limit: &mem}}
@@ -69,7 +70,7 @@ func TestVMSizeFollowsLimits(t *testing.T) {
 }
 
 func TestHugeMemoryIsRefused(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	s := spec("true")
 	mem := int64(1 << 50)
 	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &mem}}
@@ -83,7 +84,7 @@ func TestHugeMemoryIsRefused(t *testing.T) {
 }
 
 func TestAnnotationCannotSwapTheKernel(t *testing.T) {
-	deps, _ := sandboxtest.Deps(nil)
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	s := spec("true")
 	s.Annotations = map[string]string{config.AnnotationPrefix + "hypervisor.kernel": "/tmp/evil"}
 	if _, _, err := start(t, s, deps); err == nil || !strings.Contains(err.Error(), "not allowed") {
@@ -92,7 +93,7 @@ func TestAnnotationCannotSwapTheKernel(t *testing.T) {
 }
 
 func TestFailedStartLeavesNothing(t *testing.T) {
-	deps, _ := sandboxtest.Deps(nil)
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	inner := deps.NewHypervisor
 	deps.NewHypervisor = func(c hypervisor.Config) (hypervisor.Hypervisor, error) {
 		h, err := inner(c)
@@ -109,7 +110,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 }
 
 func TestVolumesShareOnlyTheirPaths(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("true"), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +149,7 @@ func TestVolumesShareOnlyTheirPaths(t *testing.T) {
 // An emptyDir of medium Memory and the pod's /dev/shm become one guest tmpfs
 // per source, shared by the pod's containers; other volumes are bound.
 func TestEphemeralVolumesLiveInTheGuest(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("true"), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestEphemeralVolumesLiveInTheGuest(t *testing.T) {
 }
 
 func TestBadContainerIDs(t *testing.T) {
-	deps, _ := sandboxtest.Deps(nil)
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("true"), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -223,26 +224,12 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 	}
 }
 
-func FuzzCheckSpecAndGuestPaths(f *testing.F) {
-	f.Add("c1", "/", "sh", "/data")
-	f.Add("x", "tmp", "", "rel")
-	f.Fuzz(func(t *testing.T, id, cwd, arg, dest string) {
-		s := &specs.Spec{Process: &specs.Process{Args: []string{arg}, Cwd: cwd}, Linux: podNet(), Mounts: []specs.Mount{{Destination: dest, Type: "tmpfs"}}}
-		if err := sandbox.CheckSpec(s); err != nil {
-			return
-		}
-		if !strings.HasPrefix(cwd, "/") || !strings.HasPrefix(dest, "/") {
-			t.Fatalf("accepted relative path cwd=%q dest=%q", cwd, dest)
-		}
-	})
-}
-
 // A plain "ro" volume is read-only at its top only (runc's non-recursive
 // semantics): with mounts below the source, the guest bind stays
 // read-write and the host bind, read-only at its top, enforces it. "rro"
 // is read-only all the way down on both sides.
 func TestReadOnlyVolumeIsNotRecursive(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("true"), deps)
 	if err != nil {
 		t.Fatal(err)

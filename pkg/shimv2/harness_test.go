@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
+	"github.com/kata-go/kata-go/internal/agent"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 	"github.com/kata-go/kata-go/pkg/sandbox"
@@ -90,8 +92,8 @@ func withConfig(toml string) harnessOption {
 	return func(s *harnessSetup) { s.config += toml }
 }
 
-// withAgent puts wrap(fake) between the sandbox and the fake agent, as a
-// lying agent does; env.Agent stays the fake inside.
+// withAgent puts wrap(fake) between the sandbox and the hand-written
+// agent, as a lying agent does; env.Fake stays the fake inside.
 func withAgent(wrap func(*sandboxtest.Agent) sandbox.Agent) harnessOption {
 	return func(s *harnessSetup) { s.agent = wrap }
 }
@@ -111,10 +113,18 @@ func newHarness(t *testing.T, script func([]string) sandboxtest.Behavior, opts .
 	t.Setenv(config.EnvPath, cfgPath)
 	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), "test"))
 	ctx, sd := shutdown.WithShutdown(ctx)
-	deps, env := sandboxtest.Deps(script)
+	// The real agent serves every test but the hostile ones, whose liars
+	// bend the hand-written agent's answers in process.
+	var (
+		deps sandbox.Deps
+		env  *sandboxtest.Env
+	)
 	if setup.agent != nil {
-		a := setup.agent(env.Agent)
+		deps, env = sandboxtest.FakeDeps(script)
+		a := setup.agent(env.Fake)
 		deps.DialAgent = func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return a, nil }
+	} else {
+		deps, env = sandboxtest.Deps(t, agent.Options{Command: hostCommand})
 	}
 	pub := &recorder{}
 	h := &harness{t: t, ctx: ctx, s: newService(ctx, pub, sd, deps), pub: pub, env: env, sd: sd, cancel: cancel, dir: dir}
@@ -216,8 +226,28 @@ func (h *harness) event(topic string) events.Event {
 	return nil
 }
 
-// runs is a script: args[0] "sleep" runs until signalled, "fail" exits 3
-// after printing, anything else exits 0.
+// hostCommand gives the real agent's host processes what runs says:
+// "sleep" runs until signalled, "fail" prints to both streams and exits 3,
+// "record FILE" copies stdin to FILE and then creates FILE.eof, anything
+// else prints hello; an absolute path runs as itself.
+func hostCommand(args []string) []string {
+	if strings.HasPrefix(args[0], "/") {
+		return args // a path runs as itself (a missing one fails the create)
+	}
+	switch args[0] {
+	case "sleep":
+		return []string{"sleep", "1000"}
+	case "fail":
+		return []string{"sh", "-c", "echo out; echo err >&2; exit 3"}
+	case "record":
+		return []string{"sh", "-c", `cat > "$1"; touch "$1.eof"; sleep 1000`, "record", args[1]}
+	}
+	return []string{"echo", "hello"}
+}
+
+// runs is the hand-written agent's script for the hostile tests: args[0]
+// "sleep" runs until signalled, "fail" exits 3 after printing, anything
+// else exits 0.
 func runs(args []string) sandboxtest.Behavior {
 	switch args[0] {
 	case "sleep":

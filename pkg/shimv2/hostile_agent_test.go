@@ -63,7 +63,7 @@ func (h *harness) killVM() {
 	if h.env.VM != nil {
 		h.env.VM.Kill()
 	}
-	h.env.Agent.Die()
+	h.env.Fake.Die()
 }
 
 // timed runs a containerd request and fails the test if it takes longer
@@ -204,7 +204,7 @@ func TestHostileWriteStdinLengths(t *testing.T) {
 				t.Fatal(err)
 			}
 			eventually(t, "stdin closed after the lie", func() bool {
-				_, closed := h.env.Agent.Stdin("c", "")
+				_, closed := h.env.Fake.Stdin("c", "")
 				return closed
 			})
 			_, _ = w.Write([]byte("pong"))
@@ -237,7 +237,7 @@ func TestHostileWriteStdinShortWritesAreContinued(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "every byte written one at a time", func() bool {
-		got, _ := h.env.Agent.Stdin("c", "")
+		got, _ := h.env.Fake.Stdin("c", "")
 		return got == "ping"
 	})
 }
@@ -346,8 +346,8 @@ func TestHostileCreatePids(t *testing.T) {
 			if !strings.Contains(err.Error(), "pid") {
 				t.Fatalf("the error does not name the lie: %v", err)
 			}
-			if !contains(h.env.Agent.Calls(), "RemoveContainer") {
-				t.Fatalf("the refused container was not removed in the guest: %v", h.env.Agent.Calls())
+			if !contains(h.env.Fake.Calls(), "RemoveContainer") {
+				t.Fatalf("the refused container was not removed in the guest: %v", h.env.Fake.Calls())
 			}
 			if ev := h.pub.topics(); len(ev) != 0 {
 				t.Fatalf("events %v after a refused create", ev)
@@ -377,8 +377,8 @@ func TestHostileExecPid(t *testing.T) {
 	}
 	_, err := h.s.Start(h.ctx, &taskAPI.StartRequest{ID: "c", ExecID: "e"})
 	wantCode(t, "exec answered with pid 0", err, codes.Internal)
-	if !contains(h.env.Agent.Calls(), "SignalProcess c/e 9 all=false") {
-		t.Fatalf("the refused exec was not killed: %v", h.env.Agent.Calls())
+	if !contains(h.env.Fake.Calls(), "SignalProcess c/e 9 all=false") {
+		t.Fatalf("the refused exec was not killed: %v", h.env.Fake.Calls())
 	}
 	if ev := h.published(topicExecStarted); len(ev) != 0 {
 		t.Fatalf("TaskExecStarted %v for a refused exec", ev)

@@ -1,6 +1,7 @@
 package shimv2
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,12 +10,22 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
+
+// recorded is what a "record FILE" process got on stdin, and whether it
+// saw EOF.
+func recorded(file string) (string, bool) {
+	b, _ := os.ReadFile(file)
+	_, err := os.Stat(file + ".eof")
+	return string(b), err == nil
+}
 
 func TestStdinFifoForwardedThenClosed(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
-	b := h.bundle("c", nil, "sleep")
+	rec := filepath.Join(t.TempDir(), "stdin")
+	b := h.bundle("c", nil, "record", rec)
 	if _, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: b, Stdin: fifo}); err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +35,7 @@ func TestStdinFifoForwardedThenClosed(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got, closed := h.env.Agent.Stdin("c", "")
+		got, closed := recorded(rec)
 		if closed {
 			t.Fatal("stdin closed while the writer was still open")
 		}
@@ -32,18 +43,18 @@ func TestStdinFifoForwardedThenClosed(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent stdin %q; want ping", got)
+			t.Fatalf("the process read %q from stdin; want ping", got)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	w.Close() // the writer goes away: EOF, which closes the process's stdin
 	for {
-		got, closed := h.env.Agent.Stdin("c", "")
+		got, closed := recorded(rec)
 		if got == "ping" && closed {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent stdin %q closed=%v; want ping, closed", got, closed)
+			t.Fatalf("the process read %q from stdin, EOF %v; want ping, EOF", got, closed)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -54,9 +65,10 @@ func TestCloseIOBeforeStart(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
 	defer w.Close()
+	rec := filepath.Join(t.TempDir(), "stdin")
 	h.create("c", "sleep")
 	h.start("c", "")
-	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("sleep"), Stdin: fifo}); err != nil {
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("record", rec), Stdin: fifo}); err != nil {
 		t.Fatal(err)
 	}
 	within(t, "CloseIO before Start", func() error {
@@ -66,7 +78,7 @@ func TestCloseIOBeforeStart(t *testing.T) {
 	h.start("c", "e")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, closed := h.env.Agent.Stdin("c", "e"); closed {
+		if _, closed := recorded(rec); closed {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -79,6 +91,7 @@ func TestCloseIOBeforeStart(t *testing.T) {
 func TestResizePty(t *testing.T) {
 	h := newHarness(t, runs)
 	b := h.bundle("c", nil, "sleep")
+	withTerminal(t, b)
 	if _, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: b, Terminal: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +100,11 @@ func TestResizePty(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := false
-	for _, c := range h.env.Agent.Calls() {
-		found = found || c == "TtyWinResize 120x50"
+	for _, r := range h.env.Agent.Resizes() {
+		found = found || (r.ContainerId == "c" && r.Columns == 120 && r.Rows == 50)
 	}
 	if !found {
-		t.Fatalf("no resize reached the agent: %v", h.env.Agent.Calls())
+		t.Fatalf("no resize reached the agent: %v", h.env.Agent.Resizes())
 	}
 	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "plain", Spec: execSpec("sleep")}); err != nil {
 		t.Fatal(err)
@@ -129,5 +142,27 @@ func within(t *testing.T, what string, call func() error) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("%s blocked", what)
+	}
+}
+
+// withTerminal sets process.terminal in a bundle's spec, as containerd
+// writes it for a task with a terminal.
+func withTerminal(t *testing.T, bundle string) {
+	t.Helper()
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Process.Terminal = true
+	if b, err = json.Marshal(&s); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package shimv2
 
 import (
-	"strings"
 	"testing"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -32,11 +31,11 @@ func TestKillAllIsForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := false
-	for _, c := range h.env.Agent.Calls() {
-		found = found || strings.HasSuffix(c, "c/ 9 all=true")
+	for _, r := range h.env.Agent.Signals() {
+		found = found || (r.ContainerId == "c" && r.ExecId == "" && r.Signal == 9 && r.All)
 	}
 	if !found {
-		t.Fatalf("no SignalProcess with all=true in %v", h.env.Agent.Calls())
+		t.Fatalf("no SignalProcess with all=true in %v", h.env.Agent.Signals())
 	}
 }
 

@@ -1,7 +1,11 @@
 package shimv2
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	tasktypes "github.com/containerd/containerd/api/types/task"
@@ -51,9 +55,27 @@ func TestPidsListsGuestProcesses(t *testing.T) {
 	h := newHarness(t, runs)
 	h.create("c", "sleep")
 	h.start("c", "")
+	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("sleep")}); err != nil {
+		t.Fatal(err)
+	}
+	h.start("c", "e")
+	// The guest's pids (the agent's host processes here): the init and
+	// the exec, both running sleep.
 	r, err := h.s.Pids(h.ctx, &taskAPI.PidsRequest{ID: "c"})
-	if err != nil || len(r.Processes) != 2 || r.Processes[1].Pid != 7 {
-		t.Fatalf("pids: %+v %v", r, err)
+	if err != nil || len(r.Processes) != 2 || r.Processes[0].Pid == r.Processes[1].Pid {
+		t.Fatalf("pids: %+v %v, want the init's and the exec's", r, err)
+	}
+	for _, p := range r.Processes {
+		// A process in the middle of its execve shows an empty cmdline.
+		var cmd []byte
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if cmd, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); strings.Contains(string(cmd), "sleep") {
+				break
+			}
+		}
+		if !strings.Contains(string(cmd), "sleep") {
+			t.Errorf("pid %d runs %q, not sleep", p.Pid, cmd)
+		}
 	}
 	c, err := h.s.Connect(h.ctx, &taskAPI.ConnectRequest{ID: "c"})
 	if err != nil || c.ShimPid == 0 || c.TaskPid != sandboxtest.VMMPid {

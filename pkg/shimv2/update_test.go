@@ -21,9 +21,8 @@ func TestUpdateForwardsResources(t *testing.T) {
 	if _, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c", Resources: &anypb.Any{Value: b}}); err != nil {
 		t.Fatal(err)
 	}
-	var got specs.LinuxResources
-	if err := json.Unmarshal(h.env.Agent.Resources("c"), &got); err != nil || got.Memory == nil || *got.Memory.Limit != limit {
-		t.Fatalf("agent got %s (%v)", h.env.Agent.Resources("c"), err)
+	if got := h.env.Agent.Resources("c"); got == nil || got.Memory == nil || got.Memory.Limit == nil || *got.Memory.Limit != limit {
+		t.Fatalf("the container's resources are %+v, want a %d-byte memory limit", got, limit)
 	}
 	if _, err := h.s.Update(h.ctx, &taskAPI.UpdateTaskRequest{ID: "c"}); err == nil {
 		t.Fatal("update without resources accepted")

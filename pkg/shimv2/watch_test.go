@@ -6,15 +6,13 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 
 	"github.com/kata-go/kata-go/pkg/sandbox"
-	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
 
 func TestVMDeathEndsEveryTask(t *testing.T) {
 	h := newHarness(t, runs)
 	h.create("c", "sleep")
 	h.start("c", "")
-	h.env.VM.Kill()
-	h.env.Agent.Die()
+	h.env.VM.Kill() // the agent connection drops with it
 	if got := h.wait("c", ""); got != sandbox.VMDiedStatus {
 		t.Fatalf("status %d after VM death, want %d", got, sandbox.VMDiedStatus)
 	}
@@ -26,7 +24,9 @@ func TestVMDeathEndsEveryTask(t *testing.T) {
 func TestOOMIsPublished(t *testing.T) {
 	h := newHarness(t, runs)
 	h.create("c", "sleep")
-	h.env.Agent.OOM("c")
+	if !h.env.Agent.OOMKill("c") {
+		t.Fatal("no container c in the guest")
+	}
 	if ev := h.event(topicOOM).(*eventstypes.TaskOOM); ev.ContainerID != "c" {
 		t.Fatalf("TaskOOM %+v", ev)
 	}
@@ -35,12 +35,15 @@ func TestOOMIsPublished(t *testing.T) {
 // An OOM kill reported with the exit reaches containerd before TaskExit,
 // once, even when the agent's OOM long poll never delivers it.
 func TestOOMBeforeExit(t *testing.T) {
-	h := newHarness(t, func(args []string) sandboxtest.Behavior {
-		return sandboxtest.Behavior{Exit: 137, OOM: true}
-	})
-	h.create("c", "hog")
+	h := newHarness(t, runs)
+	h.create("c", "sleep")
 	h.start("c", "")
-	h.wait("c", "")
+	if !h.env.Agent.OOMKill("c") {
+		t.Fatal("no container c in the guest")
+	}
+	if got := h.wait("c", ""); got != 137 {
+		t.Fatalf("status %d after an OOM kill, want 137", got)
+	}
 	h.event(topicExit)
 	var order []string
 	for _, tp := range h.pub.topics() {

@@ -1,6 +1,9 @@
-// Package sandboxtest has fakes of the parts a sandbox is built from, for
-// unit tests of the sandbox and the shim above it. They model behaviour
-// (processes that print, exit, or run until signalled), not just calls.
+// Package sandboxtest has the parts a sandbox is built from, for unit tests
+// of the sandbox and the shim above it: the real agent over an in-memory
+// connection (Deps, via internal/agent/agenttest), a fake VM and a
+// recording host-mount layer. The hand-written Agent here (FakeDeps) is
+// kept only as the honest core the hostile tests' lying agents bend; it
+// refuses what the real agent refuses and reports no OOM kill in stats.
 package sandboxtest
 
 import (
@@ -27,7 +30,7 @@ type Behavior struct {
 	OOM bool
 }
 
-// Agent is an in-memory agent.
+// Agent is an in-memory, scripted agent for the hostile tests.
 type Agent struct {
 	// Script decides each process's behaviour from its args; nil: exit 0.
 	Script func(args []string) Behavior
@@ -46,6 +49,8 @@ type Agent struct {
 	// nextPid is the guest pid of the next container init; the agent is
 	// PID 1 in the guest, so containers start above it.
 	nextPid uint32
+	// clockOffset is the guest wall clock minus the host's.
+	clockOffset time.Duration
 }
 
 type proc struct {
@@ -283,8 +288,9 @@ func (a *Agent) StatsContainer(_ context.Context, r *agentapi.ContainerRequest) 
 		return nil, err
 	}
 	return &agentapi.StatsContainerResponse{
-		Cpu:    &agentapi.CpuStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
-		Memory: &agentapi.MemoryStats{Usage: 4 << 20, UsageLimit: 64 << 20, Anon: 1 << 20, OomKill: 1},
+		Cpu: &agentapi.CpuStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
+		// No OOM counts: the real agent never reports them in stats.
+		Memory: &agentapi.MemoryStats{Usage: 4 << 20, UsageLimit: 64 << 20, Anon: 1 << 20},
 		Pids:   &agentapi.PidsStats{Current: 2, Limit: 100},
 	}, nil
 }
@@ -308,6 +314,22 @@ func (a *Agent) ExecProcess(_ context.Context, r *agentapi.ExecProcessRequest) (
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Refused as the real agent refuses it (internal/agent's ExecProcess).
+	init := a.procs[key(r.ContainerId, "")]
+	if init == nil {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", r.ContainerId)
+	}
+	if _, dup := a.procs[key(r.ContainerId, r.ExecId)]; dup {
+		return nil, status.Errorf(codes.AlreadyExists, "exec %q already exists in container %q", r.ExecId, r.ContainerId)
+	}
+	select {
+	case <-init.exited:
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", r.ContainerId)
+	default:
+	}
+	if !init.started {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", r.ContainerId)
+	}
 	p := a.add(r.ContainerId, r.ExecId, sp.Args)
 	a.start(p)
 	return &agentapi.ExecProcessResponse{Pid: 42}, nil
@@ -444,4 +466,29 @@ func (a *Agent) UpdateInterface(_ context.Context, r *agentapi.UpdateInterfaceRe
 
 func (a *Agent) UpdateRoutes(context.Context, *agentapi.UpdateRoutesRequest) (*agentapi.Empty, error) {
 	return &agentapi.Empty{}, a.dead()
+}
+
+// SetClockOffset puts the fake guest's wall clock d ahead of the host's.
+func (a *Agent) SetClockOffset(d time.Duration) {
+	a.mu.Lock()
+	a.clockOffset = d
+	a.mu.Unlock()
+}
+
+// ClockOffset is how far the fake guest's wall clock is ahead of the host's.
+func (a *Agent) ClockOffset() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.clockOffset
+}
+
+func (a *Agent) SyncClock(_ context.Context, r *agentapi.SyncClockRequest) (*agentapi.SyncClockResponse, error) {
+	a.record("SyncClock")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.clockOffset += time.Duration(r.StepNs)
+	return &agentapi.SyncClockResponse{GuestUnixNs: time.Now().Add(a.clockOffset).UnixNano()}, nil
 }

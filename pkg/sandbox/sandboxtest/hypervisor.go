@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/containerd/containerd/mount"
 
+	"github.com/kata-go/kata-go/internal/agent"
+	"github.com/kata-go/kata-go/internal/agent/agenttest"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 	"github.com/kata-go/kata-go/pkg/network"
 	"github.com/kata-go/kata-go/pkg/sandbox"
@@ -33,6 +36,8 @@ type Hypervisor struct {
 	stopped bool
 	exited  chan struct{}
 	once    sync.Once
+	// onKill, if set, runs when the VM dies (the agent connection drops).
+	onKill func()
 }
 
 var _ hypervisor.Hypervisor = (*Hypervisor)(nil)
@@ -77,7 +82,14 @@ func (h *Hypervisor) Stopped() bool {
 }
 
 // Kill makes the VM exit as if its process died.
-func (h *Hypervisor) Kill() { h.once.Do(func() { close(h.exited) }) }
+func (h *Hypervisor) Kill() {
+	h.once.Do(func() {
+		close(h.exited)
+		if h.onKill != nil {
+			h.onKill()
+		}
+	})
+}
 
 func (h *Hypervisor) Exited() <-chan struct{} { return h.exited }
 func (h *Hypervisor) ExitErr() error          { return errors.New("fake VM killed") }
@@ -160,23 +172,48 @@ func (f *HostFS) Mounts() []string {
 	return append([]string(nil), f.binds...)
 }
 
-// Env bundles the fakes of one sandbox.
+// Env bundles the parts of one sandbox.
 type Env struct {
-	Agent *Agent
-	VM    *Hypervisor
-	FS    *HostFS
+	// Agent is the real agent over an in-memory connection (Deps); nil
+	// with FakeDeps.
+	Agent *agenttest.Agent
+	// Fake is the hand-written agent (FakeDeps), kept as the honest core
+	// the hostile tests' lying agents bend; nil with Deps.
+	Fake *Agent
+	VM   *Hypervisor
+	FS   *HostFS
 }
 
-// Deps returns sandbox dependencies backed by fresh fakes; env.VM is set
-// once the sandbox creates its VM.
-func Deps(script func([]string) Behavior) (sandbox.Deps, *Env) {
-	env := &Env{Agent: NewAgent(script), FS: &HostFS{}}
+// Deps returns sandbox dependencies around internal/agent's real service
+// (fakes only at its edges: host processes, recorded guest mounts) with a
+// fake VM and host mount layer; env.VM is set once the sandbox creates its
+// VM, and the VM's death drops the agent connection as a real one does.
+func Deps(t testing.TB, o agent.Options) (sandbox.Deps, *Env) {
+	env := &Env{Agent: agenttest.New(t, o), FS: &HostFS{}}
+	return sandbox.Deps{
+		NewHypervisor: func(c hypervisor.Config) (hypervisor.Hypervisor, error) {
+			env.VM = &Hypervisor{Cfg: c, exited: make(chan struct{}), onKill: env.Agent.Die}
+			return env.VM, nil
+		},
+		DialAgent: func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return env.Agent, nil },
+		HostFS:    env.FS,
+		WireNetwork: func(netns string, m network.Model) (*network.Pod, error) {
+			return &network.Pod{NetNS: netns, Model: network.None}, nil
+		},
+	}, env
+}
+
+// FakeDeps returns sandbox dependencies backed by the hand-written agent.
+// Only the hostile tests use it: their liars replace chosen answers of an
+// agent whose every call they can intercept in process.
+func FakeDeps(script func([]string) Behavior) (sandbox.Deps, *Env) {
+	env := &Env{Fake: NewAgent(script), FS: &HostFS{}}
 	return sandbox.Deps{
 		NewHypervisor: func(c hypervisor.Config) (hypervisor.Hypervisor, error) {
 			env.VM = &Hypervisor{Cfg: c, exited: make(chan struct{})}
 			return env.VM, nil
 		},
-		DialAgent: func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return env.Agent, nil },
+		DialAgent: func(context.Context, hypervisor.AgentAddress) (sandbox.Agent, error) { return env.Fake, nil },
 		HostFS:    env.FS,
 		WireNetwork: func(netns string, m network.Model) (*network.Pod, error) {
 			return &network.Pod{NetNS: netns, Model: network.None}, nil
