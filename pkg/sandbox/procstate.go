@@ -164,8 +164,8 @@ func Allowed(s ProcState, v Verb, exec bool) error {
 	if exec {
 		rules = execRules[:]
 	}
-	if s < 0 || int(s) >= len(rules) {
-		return fmt.Errorf("%s in unknown %s: %w", v, s, ErrWrongState)
+	if s < 0 || int(s) >= len(rules) || v < 0 || v >= numVerbs {
+		return fmt.Errorf("cannot %s in %s: %w", v, s, ErrWrongState)
 	}
 	r, refused := rules[s][v]
 	if !refused {
