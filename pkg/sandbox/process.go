@@ -41,7 +41,7 @@ type Process struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards pid, state, starting, started, collecting and status.
+	// mu guards pid, state, starting, started, ending and status.
 	mu    sync.Mutex
 	pid   uint32
 	state ProcState // see procstate.go; moved only by move
@@ -51,9 +51,9 @@ type Process struct {
 	// started is when the host's Start succeeded: no exit is dated
 	// before it.
 	started time.Time
-	// collecting: an exit collector owns ending the process (see follow);
-	// nothing else may finish it.
-	collecting bool
+	// ending: the exit is being collected (follow) or recorded for a
+	// process that never ran (markNeverStarted); nothing else may end it.
+	ending bool
 	status     ExitStatus
 
 	exited chan struct{} // closed after status is set and output is drained
@@ -112,7 +112,7 @@ func (p *Process) Status() ExitStatus {
 func (p *Process) follow() {
 	p.followOnce.Do(func() {
 		p.mu.Lock()
-		p.collecting = true
+		p.ending = true
 		p.mu.Unlock()
 		p.collect()
 	})
@@ -220,10 +220,11 @@ func (p *Process) drainOutput(ctx context.Context) {
 // start failed, or it is deleted or its VM died before Start).
 func (p *Process) markNeverStarted(code uint32) {
 	p.mu.Lock()
-	if p.state != StateCreated || p.collecting {
+	if p.state != StateCreated || p.ending {
 		p.mu.Unlock()
-		return // it ran, or its collector reports the exit
+		return // it ran, or its exit is reported already
 	}
+	p.ending = true
 	p.mu.Unlock()
 	p.io.closeOutputs()
 	p.io.close()

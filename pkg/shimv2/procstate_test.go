@@ -221,3 +221,26 @@ func TestExitTimeAfterStart(t *testing.T) {
 		t.Fatalf("exited at %v, want in (%v, now]", at, before)
 	}
 }
+
+// With the VM gone, a request the agent should have answered is
+// Unavailable, not flattened into FailedPrecondition: a joining container's
+// create, a running task's stats.
+func TestVMGoneIsUnavailable(t *testing.T) {
+	h := newHarness(t, runs)
+	h.create("pod", "sleep")
+	h.start("pod", "")
+	h.s.mu.Lock()
+	sb := h.s.sb
+	h.s.mu.Unlock()
+	h.killVM()
+	select {
+	case <-sb.Dead():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sandbox did not notice its VM's death")
+	}
+	ann := map[string]string{annContainerType: "container", annSandboxID: "pod"}
+	_, err := h.s.Create(h.ctx, &taskAPI.CreateTaskRequest{ID: "app", Bundle: h.bundle("app", ann, "true")})
+	wantCode(t, "create in a dead pod", err, codes.Unavailable)
+	_, err = h.s.Stats(h.ctx, &taskAPI.StatsRequest{ID: "pod"})
+	wantCode(t, "stats of a task whose VM died", err, codes.Unavailable)
+}
