@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -123,7 +124,7 @@ const settleWait = time.Second
 
 // settle says whether an agent call failed because the VM (or the agent
 // connection) is gone. A failure that is not an agent's answer (no gRPC
-// status: the transport broke) waits up to settleWait for the sandbox's
+// status, or Unavailable: the transport broke) waits up to settleWait for the sandbox's
 // watcher to confirm the death, so the caller answers as for a process
 // that is gone rather than for a transient fault.
 func (s *Sandbox) settle(ctx context.Context, err error) bool {
@@ -132,8 +133,11 @@ func (s *Sandbox) settle(ctx context.Context, err error) bool {
 		return true
 	default:
 	}
-	if _, answered := status.FromError(err); answered || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return false // the agent answered, or was given up on
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable {
+		return false // the agent answered
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false // the agent was given up on: it may still be there
 	}
 	t := time.NewTimer(settleWait)
 	defer t.Stop()
