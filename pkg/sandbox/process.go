@@ -54,7 +54,7 @@ type Process struct {
 	// ending: the exit is being collected (follow) or recorded for a
 	// process that never ran (markNeverStarted); nothing else may end it.
 	ending bool
-	status     ExitStatus
+	status ExitStatus
 
 	exited chan struct{} // closed after status is set and output is drained
 	// followOnce guards starting the exit collector; finishOnce closing
