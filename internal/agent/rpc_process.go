@@ -23,8 +23,15 @@ func (s *service) ExecProcess(ctx context.Context, r *agentapi.ExecProcessReques
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.procs[r.ExecId]; ok {
-		return nil, errf(codes.AlreadyExists, "exec %q already exists in container %q", r.ExecId, c.id)
+	if old, ok := c.procs[r.ExecId]; ok {
+		// The host holds an exec id until containerd deletes the exec and
+		// refuses it meanwhile; an exited one asked for again was deleted
+		// there, and containerd's clients reuse ids: it is replaced.
+		if !old.hasExited() {
+			return nil, errf(codes.AlreadyExists, "exec %q already exists in container %q", r.ExecId, c.id)
+		}
+		old.stdio.close()
+		delete(c.procs, r.ExecId)
 	}
 	if init := c.procs[""]; init == nil || init.hasExited() || !c.started {
 		return nil, errf(codes.FailedPrecondition, "container %q is not running", c.id)

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/mount"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -44,19 +46,19 @@ type Container struct {
 // and creates the container in the guest; its init waits for Start.
 func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *Container, retErr error) {
 	if !agentapi.ValidID(o.ID) {
-		return nil, fmt.Errorf("container id %q: want 1-128 of [A-Za-z0-9_.+-]", o.ID)
+		return nil, fmt.Errorf("container id %q: want 1-128 of [A-Za-z0-9_.+-]: %w", o.ID, errdefs.ErrInvalidArgument)
 	}
 	if err := CheckSpec(o.Spec); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
-		return nil, errors.New("sandbox is stopped")
+		return nil, fmt.Errorf("sandbox %s is stopped: %w", s.ID, errdefs.ErrUnavailable)
 	}
 	if _, ok := s.containers[o.ID]; ok {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("container %q already exists in sandbox %q", o.ID, s.ID)
+		return nil, fmt.Errorf("container %q already exists in sandbox %q: %w", o.ID, s.ID, errdefs.ErrAlreadyExists)
 	}
 	s.containers[o.ID] = nil // reserved while being created
 	s.mu.Unlock()
@@ -122,16 +124,20 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 }
 
 // explain turns an agent's answer into its errdefs class with a bounded,
-// printable message (agentError), and adds the VM's fate when the VM is
-// the cause.
+// printable message (agentError). A failure the agent did not answer
+// itself, because the VM or the connection to its agent is gone, is
+// errdefs.ErrUnavailable (with the VM's fate added when it died).
 func (s *Sandbox) explain(err error) error {
 	err = agentError(err)
 	select {
 	case <-s.dead:
-		return fmt.Errorf("%w (%v)", err, s.deadErr)
+		return fmt.Errorf("%w (%v): %w", err, s.deadErr, errdefs.ErrUnavailable)
 	default:
-		return err
 	}
+	if errors.Is(err, ttrpc.ErrClosed) {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	return err
 }
 
 // Container returns a container of this sandbox.
@@ -152,29 +158,34 @@ func (s *Sandbox) Containers() int {
 // Init is the container's first process.
 func (c *Container) Init() *Process { return c.init }
 
-// Start runs the container's init.
+// Start runs the container's init, if its state allows.
 func (c *Container) Start(ctx context.Context) error {
+	if err := c.init.beginStart(); err != nil {
+		return err
+	}
+	defer c.init.endStart()
 	ctx, cancel := c.s.createCtx(ctx)
 	defer cancel()
 	if _, err := c.s.agent.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
 		c.init.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("start container %s: %w", c.ID, c.s.explain(err))
 	}
-	c.init.mu.Lock()
-	c.init.started = true
-	c.init.mu.Unlock()
+	c.init.running(0)
 	c.init.io.startStdin(c.init.stdinArgs())
 	c.init.follow()
 	return nil
 }
 
 // AddExec registers an exec; it runs at StartExec, as containerd expects.
+// An id in use (registered, being registered, or not yet deleted) is
+// AlreadyExists; the container's state must allow an exec (not paused,
+// stopped or deleted, as runc's shim refuses them).
 func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Process, cfg IO) (*Process, error) {
 	if !agentapi.ValidID(execID) {
-		return nil, fmt.Errorf("exec id %q: want 1-128 of [A-Za-z0-9_.+-]", execID)
+		return nil, fmt.Errorf("exec id %q: want 1-128 of [A-Za-z0-9_.+-]: %w", execID, errdefs.ErrInvalidArgument)
 	}
 	if spec == nil || len(spec.Args) == 0 {
-		return nil, errors.New("exec: process.args is empty")
+		return nil, fmt.Errorf("exec %s: process.args is empty: %w", execID, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
 	_, dup := c.execs[execID]
@@ -183,7 +194,13 @@ func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Proc
 	}
 	c.mu.Unlock()
 	if dup {
-		return nil, fmt.Errorf("exec %q already exists in container %q", execID, c.ID)
+		return nil, fmt.Errorf("exec %q already exists in container %q: %w", execID, c.ID, errdefs.ErrAlreadyExists)
+	}
+	if err := c.init.Check(VerbExec); err != nil {
+		c.mu.Lock()
+		delete(c.execs, execID)
+		c.mu.Unlock()
+		return nil, err
 	}
 	io, err := openHostIO(ctx, c.ID+"-"+execID, cfg)
 	if err != nil {
@@ -200,7 +217,7 @@ func (c *Container) AddExec(ctx context.Context, execID string, spec *specs.Proc
 		c.mu.Unlock()
 		io.closeOutputs()
 		io.close()
-		return nil, err
+		return nil, fmt.Errorf("exec %s: process spec: %w", execID, err)
 	}
 	c.mu.Lock()
 	c.execs[execID] = p
@@ -216,8 +233,16 @@ func (c *Container) Exec(execID string) (*Process, bool) {
 	return p, ok && p != nil
 }
 
-// StartExec runs a registered exec in the guest.
+// StartExec runs a registered exec in the guest, if its state allows and
+// its container's init still runs (runc's shim: FailedPrecondition).
 func (c *Container) StartExec(ctx context.Context, p *Process) error {
+	if err := p.beginStart(); err != nil {
+		return err
+	}
+	defer p.endStart()
+	if st := c.init.State(); st == StateStopped || st == StateDeleted {
+		return fmt.Errorf("start exec %s: container %s init process is not running: %w", p.ExecID, c.ID, errdefs.ErrFailedPrecondition)
+	}
 	cctx, cancel := c.s.createCtx(ctx)
 	r, err := c.s.agent.ExecProcess(cctx, &agentapi.ExecProcessRequest{
 		ContainerId: c.ID, ExecId: p.ExecID, Process: p.specJSON, Stdin: p.io.cfg.Stdin != "",
@@ -235,28 +260,33 @@ func (c *Container) StartExec(ctx context.Context, p *Process) error {
 		p.markNeverStarted(execFailedStatus)
 		return fmt.Errorf("exec %s in %s: %w", p.ExecID, c.ID, c.s.explain(err))
 	}
-	p.mu.Lock()
-	p.pid = r.GetPid()
-	p.started = true
-	p.mu.Unlock()
+	p.running(r.GetPid())
 	p.io.startOutput(p.live(), c.s.agent, c.ID, p.ExecID, c.s.log)
 	p.io.startStdin(p.stdinArgs())
 	p.follow()
 	return nil
 }
 
-// RemoveExec forgets an exec (containerd's Delete of an exec).
-func (c *Container) RemoveExec(execID string) {
+// RemoveExec deletes an exec (containerd's Delete of an exec), if its
+// state allows: a created exec ends with status 0, a stopped one keeps its
+// status. Its id is free again at once, as containerd's clients expect.
+func (c *Container) RemoveExec(execID string) (*Process, error) {
+	p, ok := c.Exec(execID)
+	if !ok {
+		return nil, fmt.Errorf("exec %s of container %s: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
+	if err := p.Check(VerbDelete); err != nil {
+		return nil, err
+	}
+	p.markNeverStarted(0)
+	p.markDeleted()
 	c.mu.Lock()
-	p := c.execs[execID]
-	delete(c.execs, execID)
+	if c.execs[execID] == p {
+		delete(c.execs, execID)
+	}
 	c.mu.Unlock()
-	if p != nil && !p.Started() {
-		p.markNeverStarted(0)
-	}
-	if p != nil {
-		p.release()
-	}
+	p.release()
+	return p, nil
 }
 
 // abandonExec kills an exec the host gave up on (its start was not
@@ -274,31 +304,42 @@ func (c *Container) abandonExec(execID string) {
 	}
 }
 
-// Pause freezes the container's processes.
+// Pause freezes the container's processes, if its init runs.
 func (c *Container) Pause(ctx context.Context) error {
+	if err := c.init.Check(VerbPause); err != nil {
+		return err
+	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
 	if _, err := c.s.agent.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
 		return fmt.Errorf("pause container %s: %w", c.ID, c.s.explain(err))
 	}
+	c.init.move(StatePaused)
 	return nil
 }
 
-// Resume thaws them.
+// Resume thaws them, if the container is paused.
 func (c *Container) Resume(ctx context.Context) error {
+	if err := c.init.Check(VerbResume); err != nil {
+		return err
+	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
 	if _, err := c.s.agent.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
 		return fmt.Errorf("resume container %s: %w", c.ID, c.s.explain(err))
 	}
+	c.init.move(StateRunning)
 	return nil
 }
 
-// Update changes the container's resources.
+// Update changes the container's resources, unless it stopped.
 func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
+	if err := c.init.Check(VerbUpdate); err != nil {
+		return err
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return fmt.Errorf("update container %s: resources: %w", c.ID, errdefs.ErrInvalidArgument)
 	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
@@ -311,6 +352,9 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 // Stats are the container's cgroup statistics in the guest, every counter
 // clamped to what a consumer can do arithmetic on.
 func (c *Container) Stats(ctx context.Context) (*agentapi.StatsContainerResponse, error) {
+	if err := c.init.Check(VerbStats); err != nil {
+		return nil, err
+	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
 	r, err := c.s.agent.StatsContainer(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
@@ -324,6 +368,12 @@ func (c *Container) Stats(ctx context.Context) (*agentapi.StatsContainerResponse
 // repeated ones are dropped and the list is bounded. Whether the agent
 // told the truth about them cannot be checked from the host.
 func (c *Container) Pids(ctx context.Context) ([]uint32, error) {
+	if err := c.init.Check(VerbPids); err != nil {
+		return nil, err
+	}
+	if c.init.State() == StateStopped {
+		return nil, nil // nothing runs in a stopped container (runc lists none)
+	}
 	ctx, cancel := c.s.requestCtx(ctx)
 	defer cancel()
 	r, err := c.s.agent.ListProcesses(ctx, &agentapi.ContainerRequest{ContainerId: c.ID})
@@ -338,8 +388,13 @@ func (c *Container) Pids(ctx context.Context) ([]uint32, error) {
 	return pids, nil
 }
 
-// Remove deletes the container from the guest and its files from the host.
+// Remove deletes the container from the guest and its files from the
+// host, if the init's state allows (created or stopped; runc's shim
+// refuses a running or paused one).
 func (c *Container) Remove(ctx context.Context) error {
+	if err := c.init.Check(VerbDelete); err != nil {
+		return err
+	}
 	var errs []error
 	select {
 	case <-c.s.dead:
@@ -350,9 +405,8 @@ func (c *Container) Remove(ctx context.Context) error {
 		}
 		cancel()
 	}
-	if !c.init.Started() {
-		c.init.markNeverStarted(0)
-	}
+	c.init.markNeverStarted(0)
+	c.init.markDeleted()
 	// Nothing more is wanted from the agent about this container: its
 	// long polls end now even if the agent never answers them.
 	c.init.release()

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
@@ -28,8 +30,8 @@ type Process struct {
 	// specJSON is an exec's OCI process, kept until it starts.
 	specJSON []byte
 
-	// created is when the host made the process; an exit the agent dates
-	// earlier is not believed.
+	// created is when the host made the process: the earliest an exit of
+	// a process that never started can be dated.
 	created time.Time
 
 	// ctx is the life of the process's long polls (WaitProcess, output,
@@ -39,12 +41,20 @@ type Process struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards pid, started, following and status.
-	mu        sync.Mutex
-	pid       uint32
-	started   bool
-	following bool
-	status    ExitStatus
+	// mu guards pid, state, starting, started, ending and status.
+	mu    sync.Mutex
+	pid   uint32
+	state ProcState // see procstate.go; moved only by move
+	// starting: a Start is between its check and the agent's answer; a
+	// second Start is refused as for a running process.
+	starting bool
+	// started is when the host's Start succeeded: no exit is dated
+	// before it.
+	started time.Time
+	// ending: the exit is being collected (follow) or recorded for a
+	// process that never ran (markNeverStarted); nothing else may end it.
+	ending bool
+	status ExitStatus
 
 	exited chan struct{} // closed after status is set and output is drained
 	// followOnce guards starting the exit collector; finishOnce closing
@@ -98,28 +108,22 @@ func (p *Process) Status() ExitStatus {
 	return p.status
 }
 
-// Started reports whether the process was started.
-func (p *Process) Started() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.started
-}
-
 // follow starts collecting the exit (see collect), once.
 func (p *Process) follow() {
 	p.followOnce.Do(func() {
 		p.mu.Lock()
-		p.following = true
+		p.ending = true
 		p.mu.Unlock()
 		p.collect()
 	})
 }
 
-// finish records the exit and wakes every waiter, once.
+// finish records the exit, stops the process and wakes every waiter, once.
 func (p *Process) finish(st ExitStatus) {
 	p.finishOnce.Do(func() {
 		p.mu.Lock()
 		p.status = st
+		p.moveLocked(StateStopped)
 		p.mu.Unlock()
 		close(p.exited)
 	})
@@ -145,18 +149,21 @@ func (p *Process) collect() {
 			waited <- answer{r, err}
 		}()
 		var a answer
+		var learned time.Time // when the host learned of the exit
 		select {
 		case <-p.io.outDone:
 			a = <-waited
+			learned = time.Now()
 		case a = <-waited:
+			learned = time.Now()
 			// An exit, or the agent will not say: either way output
 			// may trail it only briefly (at once if the sandbox died).
 			p.drainOutput(ctx)
 		}
-		st := ExitStatus{Code: VMDiedStatus, At: time.Now()}
+		st := ExitStatus{Code: VMDiedStatus, At: exitTime(learned, p.startedAt())}
 		if a.err == nil {
 			var lie error
-			st, lie = exitStatus(a.r, p.created, time.Now())
+			st, lie = exitStatus(a.r, learned, p.startedAt())
 			if lie != nil {
 				s.log.Warn("refused the agent's exit status", "container", p.c.ID, "exec", p.ExecID, "err", lie)
 			}
@@ -209,18 +216,19 @@ func (p *Process) drainOutput(ctx context.Context) {
 	}
 }
 
-// markNeverStarted ends a process that was created but never ran.
+// markNeverStarted ends a process that was created but never ran (its
+// start failed, or it is deleted or its VM died before Start).
 func (p *Process) markNeverStarted(code uint32) {
 	p.mu.Lock()
-	if p.started || p.following {
+	if p.state != StateCreated || p.ending {
 		p.mu.Unlock()
-		return // its collector reports the exit
+		return // it ran, or its exit is reported already
 	}
-	p.started = true
+	p.ending = true
 	p.mu.Unlock()
 	p.io.closeOutputs()
 	p.io.close()
-	p.finish(ExitStatus{Code: code, At: time.Now()})
+	p.finish(ExitStatus{Code: code, At: exitTime(time.Now(), p.created)})
 }
 
 // CloseStdin is containerd's CloseIO.
@@ -232,10 +240,14 @@ func (p *Process) stdinArgs() stdinTarget {
 	return stdinTarget{ctx: p.live(), a: s.agent, cid: p.c.ID, eid: p.ExecID, timeout: s.requestTimeout(), log: s.log}
 }
 
-// Resize sets the terminal size.
+// Resize sets the terminal size. As with runc, a process without a
+// terminal, or a stopped init, takes it as a no-op.
 func (p *Process) Resize(ctx context.Context, width, height uint32) error {
-	if !p.io.cfg.Terminal {
-		return fmt.Errorf("process %q has no terminal", p.ExecID)
+	if err := p.Check(VerbResize); err != nil {
+		return err
+	}
+	if !p.io.cfg.Terminal || p.State() == StateStopped {
+		return nil
 	}
 	ctx, cancel := p.c.s.requestCtx(ctx)
 	defer cancel()
@@ -245,12 +257,28 @@ func (p *Process) Resize(ctx context.Context, width, height uint32) error {
 	return nil
 }
 
-// Signal sends sig to this process (or, with all, to every process of the container).
+// Signal sends sig to this process (or, with all, to every process of the
+// container), if its state allows (a stopped or deleted process is
+// NotFound, a created exec FailedPrecondition, as with runc). A process
+// that is gone by the time the agent answers (it exited meanwhile, or its
+// VM died) is NotFound too: runc's shim says the same of a process whose
+// runtime state vanished under it.
 func (p *Process) Signal(ctx context.Context, sig uint32, all bool) error {
-	ctx, cancel := p.c.s.requestCtx(ctx)
-	defer cancel()
-	if _, err := p.c.s.agent.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all}); err != nil {
-		return fmt.Errorf("signal %d to %s/%s: %w", sig, p.c.ID, p.ExecID, p.c.s.explain(err))
+	if err := p.Check(VerbKill); err != nil {
+		return err
 	}
-	return nil
+	s := p.c.s
+	rctx, cancel := s.requestCtx(ctx)
+	defer cancel()
+	_, err := s.agent.SignalProcess(rctx, &agentapi.SignalProcessRequest{ContainerId: p.c.ID, ExecId: p.ExecID, Signal: sig, All: all})
+	if err == nil {
+		return nil
+	}
+	if s.settle(ctx, err) {
+		return fmt.Errorf("signal %d to %s/%s: process already finished with its VM: %w", sig, p.c.ID, p.ExecID, errdefs.ErrNotFound)
+	}
+	if p.State() == StateStopped {
+		return fmt.Errorf("signal %d to %s/%s: process already finished: %w", sig, p.c.ID, p.ExecID, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("signal %d to %s/%s: %w", sig, p.c.ID, p.ExecID, s.explain(err))
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/kata-go/kata-go/internal/agent"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
@@ -37,7 +38,7 @@ func TestVMSizeFromPodAnnotations(t *testing.T) {
 		{"container limits ignored", "268435456", "0", "100000", 1, 512 + 256, sandbox.RulePod, 4096},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			deps, env := sandboxtest.Deps(nil)
+			deps, env := sandboxtest.Deps(t, agent.Options{})
 			s := podSpec(tc.mem, tc.quota, tc.per)
 			if tc.containerLimitMiB > 0 {
 				l := tc.containerLimitMiB << 20
@@ -58,7 +59,7 @@ func TestVMSizeFromPodAnnotations(t *testing.T) {
 }
 
 func TestVMSizeFallbackSaysWhy(t *testing.T) {
-	deps, _ := sandboxtest.Deps(nil)
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("true"), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestVMSizeFallbackSaysWhy(t *testing.T) {
 }
 
 func TestBadPodAnnotationIsNamed(t *testing.T) {
-	deps, env := sandboxtest.Deps(nil)
+	deps, env := sandboxtest.Deps(t, agent.Options{})
 	_, _, err := start(t, podSpec("1GiB", "0", "0"), deps)
 	if err == nil || !strings.Contains(err.Error(), sandbox.AnnSandboxMemory) || !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("start: %v", err)
@@ -80,7 +81,7 @@ func TestBadPodAnnotationIsNamed(t *testing.T) {
 }
 
 func TestContainerMustFitTheVM(t *testing.T) {
-	deps, _ := sandboxtest.Deps(nil)
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, podSpec("1073741824", "0", "0"), deps) // 512 + 1024 MiB
 	if err != nil {
 		t.Fatal(err)

@@ -97,22 +97,31 @@ func checkPids(pids []uint32) (kept []uint32, dropped int) {
 // exitStatus is the status containerd gets from a WaitProcess answer. A
 // status outside 0-255 (none a shell reports; a negative int32 would
 // become a huge uint32) is reported as VMDiedStatus, the status of a
-// process whose fate is unknown. The exit time is the guest's clock: one
-// before the process was created on the host or after now is replaced by
-// now (skew between the clocks lands here too, which is harmless).
-func exitStatus(r *agentapi.WaitProcessResponse, created, now time.Time) (st ExitStatus, lie error) {
-	st = ExitStatus{Code: VMDiedStatus, At: now, OOMKilled: r.GetOomKilled()}
+// process whose fate is unknown. The exit time is the host's: learned is
+// when the host got the answer (see exitTime). The guest's exited_at is
+// not used: the guest's clock is set from an emulated RTC with 1 s
+// resolution and drifts, so an exit it dates can precede the client's
+// Start, and a hostile agent may date it anywhere.
+func exitStatus(r *agentapi.WaitProcessResponse, learned, started time.Time) (st ExitStatus, lie error) {
+	st = ExitStatus{Code: VMDiedStatus, At: exitTime(learned, started), OOMKilled: r.GetOomKilled()}
 	if code := r.GetStatus(); code >= 0 && code <= maxExitStatus {
 		st.Code = uint32(code)
 	} else {
 		lie = badAnswer("exit status %d (a status is 0..%d)", code, maxExitStatus)
 	}
-	if ns := r.GetExitedAtUnixNs(); ns > 0 {
-		if at := time.Unix(0, ns); !at.Before(created) && !at.After(now) {
-			st.At = at
-		}
-	}
 	return st, lie
+}
+
+// exitTime dates an exit the host learned of at learned, never before the
+// process started (or was created, if it never started): a wall clock
+// stepped back between the two must not date an exit before its start.
+// Wall-clock readings are compared, as containerd's clients compare them.
+func exitTime(learned, started time.Time) time.Time {
+	learned, started = learned.Round(0), started.Round(0)
+	if learned.Before(started) {
+		return started
+	}
+	return learned
 }
 
 // Clamps for stats counters: consumers do arithmetic on them (CRI turns

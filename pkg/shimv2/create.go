@@ -73,7 +73,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			Config: cfg, Spec: spec, Logger: s.log, Deps: s.deps, ShimPlaced: ro.ShimCgroup != "",
 		})
 		if err != nil {
-			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+			return nil, classed(fmt.Errorf("start sandbox %s: %w", sandboxID, err), errdefs.ErrFailedPrecondition)
 		}
 		owner = true
 		defer func() {
@@ -99,7 +99,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c, err := sb.CreateContainer(ctx, sandbox.ContainerOptions{ID: r.ID, Bundle: r.Bundle, Rootfs: mounts, Spec: spec, IO: io})
 	if err != nil {
-		return nil, classed(err, errdefs.ErrFailedPrecondition)
+		return nil, errToGRPC(err)
 	}
 	t := newTask(r.ID, r.Bundle, owner, c, io, pid)
 	t.created = time.Now()

@@ -6,8 +6,9 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
@@ -15,15 +16,16 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err != nil {
 		return nil, err
 	}
-	if p.Started() {
-		select {
-		case <-p.Exited():
-		default:
-			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of task %s is still running; kill it first", r.ExecID, r.ID)
-		}
+	// The state table answers as runc's shim: a created or stopped process
+	// may be deleted, a running or paused one not (codes.Unknown, as runc).
+	if err := p.Check(sandbox.VerbDelete); err != nil {
+		return nil, errToGRPC(err)
 	}
 	if r.ExecID != "" {
-		t.c.RemoveExec(r.ExecID)
+		if _, err := t.c.RemoveExec(r.ExecID); err != nil {
+			return nil, errToGRPC(err)
+		}
+		t.forget(p)
 		st := p.Status()
 		return &taskAPI.DeleteResponse{Pid: t.pid, ExitStatus: st.Code, ExitedAt: ts(st.At)}, nil
 	}

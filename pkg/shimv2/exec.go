@@ -26,7 +26,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	}
 	io := sandbox.IO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	if _, err := t.c.AddExec(ctx, r.ExecID, &spec, io); err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+		return nil, errToGRPC(err)
 	}
 	t.mu.Lock()
 	t.execIO[r.ExecID] = io

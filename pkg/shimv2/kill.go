@@ -4,29 +4,24 @@ import (
 	"context"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/errdefs"
+
+	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
-// Kill signals a process. A process that already exited is not an error:
-// CRI's stop sends SIGTERM then SIGKILL and must not fail on a race.
+// Kill signals a process. As with runc's shim, a process that already
+// exited (or went with its VM) is NotFound ("process already finished"):
+// CRI's stop and containerd's clients take that as "already gone"; an exec
+// not yet started is FailedPrecondition.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptyResponse, error) {
 	t, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-p.Exited():
-		return empty, nil
-	default:
-	}
-	if !p.Started() && r.ExecID != "" {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s of task %s is not started", r.ExecID, r.ID)
-	}
 	if err := p.Signal(ctx, r.Signal, r.All); err != nil {
 		return nil, errToGRPC(err)
 	}
 	// A created init that is killed never gets a Start: collect its exit now.
-	if r.ExecID == "" && !p.Started() {
+	if r.ExecID == "" && p.State() == sandbox.StateCreated {
 		t.c.Killed()
 		s.watchExit(t, p)
 	}

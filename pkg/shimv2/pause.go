@@ -15,9 +15,6 @@ func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptyRes
 	if err := t.c.Pause(ctx); err != nil {
 		return nil, errToGRPC(err)
 	}
-	t.mu.Lock()
-	t.paused = true
-	t.mu.Unlock()
 	s.events.publish(topicPaused, &eventstypes.TaskPaused{ContainerID: r.ID})
 	return empty, nil
 }
@@ -30,9 +27,6 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptyR
 	if err := t.c.Resume(ctx); err != nil {
 		return nil, errToGRPC(err)
 	}
-	t.mu.Lock()
-	t.paused = false
-	t.mu.Unlock()
 	s.events.publish(topicResumed, &eventstypes.TaskResumed{ContainerID: r.ID})
 	return empty, nil
 }

@@ -6,7 +6,6 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/errdefs"
 )
 
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
@@ -14,18 +13,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	if p.Started() {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s of task %s already started", r.ExecID, r.ID)
-	}
 	if r.ExecID == "" {
 		if err := t.c.Start(ctx); err != nil {
-			return nil, classed(err, errdefs.ErrFailedPrecondition)
+			return nil, errToGRPC(err)
 		}
 		t.started = time.Now()
 		s.events.publish(topicStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
 	} else {
 		if err := t.c.StartExec(ctx, p); err != nil {
-			return nil, classed(err, errdefs.ErrFailedPrecondition)
+			return nil, errToGRPC(err)
 		}
 		s.events.publish(topicExecStarted, &eventstypes.TaskExecStarted{ContainerID: t.id, ExecID: r.ExecID, Pid: t.pid})
 	}

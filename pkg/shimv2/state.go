@@ -5,6 +5,8 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+
+	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
@@ -17,7 +19,6 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if r.ExecID != "" {
 		io = t.execIO[r.ExecID]
 	}
-	paused := t.paused
 	t.mu.Unlock()
 	resp := &taskAPI.StateResponse{
 		ID: r.ID, Bundle: t.bundle, Pid: t.pid, Status: tasktypes.Status_CREATED,
@@ -26,17 +27,15 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if r.ExecID != "" {
 		resp.ID = r.ExecID
 	}
-	select {
-	case <-p.Exited():
+	switch p.ReportedState() {
+	case sandbox.StateRunning:
+		resp.Status = tasktypes.Status_RUNNING
+	case sandbox.StatePaused:
+		resp.Status = tasktypes.Status_PAUSED
+	case sandbox.StateStopped, sandbox.StateDeleted:
+		// The status is set before the state moves (Process.finish).
 		st := p.Status()
 		resp.Status, resp.ExitStatus, resp.ExitedAt = tasktypes.Status_STOPPED, st.Code, ts(st.At)
-	default:
-		if p.Started() {
-			resp.Status = tasktypes.Status_RUNNING
-			if paused {
-				resp.Status = tasktypes.Status_PAUSED
-			}
-		}
 	}
 	return resp, nil
 }

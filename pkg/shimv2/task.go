@@ -26,16 +26,17 @@ type task struct {
 	// created and started time the task's start for the boot-phase log.
 	created, started time.Time
 
-	// mu guards paused, oomSent, execIO and watched.
+	// mu guards oomSent, execIO and watched.
 	mu      sync.Mutex
-	paused  bool
 	oomSent bool // a TaskOOM went out for this container
 	execIO  map[string]sandbox.IO
-	watched map[string]bool
+	// watched: processes whose TaskExit is (being) published; keyed by
+	// process, not exec id, since an id is reused once its exec is deleted.
+	watched map[*sandbox.Process]bool
 }
 
 func newTask(id, bundle string, owner bool, c *sandbox.Container, io sandbox.IO, pid uint32) *task {
-	return &task{id: id, bundle: bundle, owner: owner, c: c, io: io, pid: pid, execIO: map[string]sandbox.IO{}, watched: map[string]bool{}}
+	return &task{id: id, bundle: bundle, owner: owner, c: c, io: io, pid: pid, execIO: map[string]sandbox.IO{}, watched: map[*sandbox.Process]bool{}}
 }
 
 // process finds the init ("") or an exec.
@@ -54,11 +55,11 @@ func (t *task) process(execID string) (*sandbox.Process, error) {
 // has reached the host; at most once per process.
 func (s *service) watchExit(t *task, p *sandbox.Process) {
 	t.mu.Lock()
-	if t.watched[p.ExecID] {
+	if t.watched[p] {
 		t.mu.Unlock()
 		return
 	}
-	t.watched[p.ExecID] = true
+	t.watched[p] = true
 	t.mu.Unlock()
 	go func() {
 		<-p.Exited()
@@ -108,6 +109,17 @@ func (s *service) logPhases(t *task, exitSeen time.Time) {
 		"sandbox_begin_ms", ms(p.Begin), "vmm_spawned_ms", ms(p.VMMSpawned), "agent_ready_ms", ms(p.AgentReady),
 		"container_created_ms", ms(t.created), "container_started_ms", ms(t.started), "exit_seen_ms", ms(exitSeen),
 		"guest_agent_uptime_ms", p.GuestAgentUptime.Milliseconds())
+}
+
+// forget drops what the task keeps of a deleted exec, so its id can be
+// used again.
+func (t *task) forget(p *sandbox.Process) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.watched, p)
+	if cur, ok := t.c.Exec(p.ExecID); !ok || cur == p {
+		delete(t.execIO, p.ExecID)
+	}
 }
 
 // markOOM records that a TaskOOM is being sent; false if one already was.

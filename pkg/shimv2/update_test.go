@@ -40,6 +40,6 @@ func TestUpdateBeyondTheVMIsRefused(t *testing.T) {
 		t.Fatalf("update to 64 GiB in a 512 MiB VM: %v", err)
 	}
 	if got := h.env.Agent.Resources("c"); got != nil {
-		t.Fatalf("the agent was asked to apply it: %s", got)
+		t.Fatalf("the agent was asked to apply it: %v", got)
 	}
 }
