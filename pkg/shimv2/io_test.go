@@ -11,7 +11,9 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 )
 
-func TestStdinFifoForwardedThenClosed(t *testing.T) {
+// As with runc's shim, a client closing its stdin end is no EOF for the
+// process (it may re-attach); CloseIO and the last writer's close are.
+func TestStdinEOFAfterCloseIOAndWriters(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
 	b := h.bundle("c", nil, "sleep")
@@ -22,38 +24,52 @@ func TestStdinFifoForwardedThenClosed(t *testing.T) {
 	if _, err := w.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
+	stdinIs(t, h, "ping", false)
+	w.Close() // the client goes away
+	w2, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if _, err := w2.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	stdinIs(t, h, "pingpong", false)
+	if _, err := h.s.CloseIO(h.ctx, &taskAPI.CloseIORequest{ID: "c", Stdin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	stdinIs(t, h, "pingpong!", false)
+	w2.Close()
+	stdinIs(t, h, "pingpong!", true)
+}
+
+// stdinIs waits until the agent got want on c's stdin, and closed it or not.
+func stdinIs(t *testing.T, h *harness, want string, closed bool) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got, closed := h.env.Agent.Stdin("c", "")
-		if closed {
-			t.Fatal("stdin closed while the writer was still open")
+		got, eof := h.env.Agent.Stdin("c", "")
+		if got == want && eof == closed {
+			return
 		}
-		if got == "ping" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent stdin %q; want ping", got)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	w.Close() // the writer goes away: EOF, which closes the process's stdin
-	for {
-		got, closed := h.env.Agent.Stdin("c", "")
-		if got == "ping" && closed {
-			break
+		if eof && !closed {
+			t.Fatalf("stdin closed with %q; want %q and open", got, want)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent stdin %q closed=%v; want ping, closed", got, closed)
+			t.Fatalf("agent stdin %q closed=%v; want %q closed=%v", got, eof, want, closed)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 }
 
-// containerd may send CloseIO before Start; it must neither block nor be lost.
+// containerd may send CloseIO before Start; it must neither block nor be
+// lost: the process's stdin closes once the client's writer is gone too.
 func TestCloseIOBeforeStart(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
-	defer w.Close()
 	h.create("c", "sleep")
 	h.start("c", "")
 	if _, err := h.s.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "e", Spec: execSpec("sleep"), Stdin: fifo}); err != nil {
@@ -64,6 +80,7 @@ func TestCloseIOBeforeStart(t *testing.T) {
 		return err
 	})
 	h.start("c", "e")
+	w.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, closed := h.env.Agent.Stdin("c", "e"); closed {
