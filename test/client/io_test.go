@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,10 @@ func TestIO(t *testing.T) {
 			d := startDaemon(t, spec)
 			c, ctx := goClient(t, d)
 			forEachRuntime(t, func(t *testing.T, rt string) {
+				// A call that hangs fails the test here, before go test's
+				// own timeout would kill it without its cleanup.
+				ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+				defer cancel()
 				id := uniqueID(rt)
 				ctr := newContainer(t, ctx, c, rt, id, []string{"sh", "-c", initScript})
 				dir := t.TempDir()
@@ -51,7 +56,7 @@ func TestIO(t *testing.T) {
 				// The init, attached through a first client.
 				in1R, in1W := io.Pipe()
 				out1 := &syncBuffer{}
-				task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(in1R, out1, nil), cio.WithFIFODir(dir)))
+				task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(in1R, out1, io.Discard), cio.WithFIFODir(dir)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -72,6 +77,7 @@ func TestIO(t *testing.T) {
 				t.Run("ExecDirectIOReattach", func(t *testing.T) { execDirectIOReattach(t, ctx, task, ctr, dir) })
 				t.Run("ExecCloseIO", func(t *testing.T) { execCloseIO(t, ctx, task, ctr, dir) })
 				t.Run("ExecTTY", func(t *testing.T) { execTTY(t, ctx, task, ctr, dir) })
+				t.Run("ExecTTYCloseIO", func(t *testing.T) { execTTYCloseIO(t, ctx, task, ctr, dir) })
 				t.Run("ExecLogFile", func(t *testing.T) { execLogFile(t, ctx, task, ctr, dir) })
 				t.Run("ExecLogBinary", func(t *testing.T) { execLogBinary(t, ctx, task, ctr, dir) })
 
@@ -85,7 +91,7 @@ func TestIO(t *testing.T) {
 				}
 				in2R, in2W := io.Pipe()
 				out2 := &syncBuffer{}
-				task, err = ctr.Task(ctx, cio.NewAttach(cio.WithStreams(in2R, out2, nil)))
+				task, err = ctr.Task(ctx, cio.NewAttach(cio.WithStreams(in2R, out2, io.Discard)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -234,6 +240,36 @@ func execTTY(t *testing.T, ctx context.Context, task containerd.Task, ctr contai
 	deleteProcess(t, ctx, p)
 }
 
+// execTTYCloseIO: CloseIO on a terminal hangs it up, as runc's shim does:
+// cat ends with SIGHUP (129).
+func execTTYCloseIO(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
+	inR, inW := io.Pipe()
+	out := &syncBuffer{}
+	p, err := task.Exec(ctx, "ttycat", processSpec(t, ctx, ctr, true, "cat"),
+		cio.NewCreator(cio.WithStreams(inR, out, nil), cio.WithTerminal, cio.WithFIFODir(dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitCh, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeString(t, inW, "a\n")
+	out.waitFor(t, "a\r\na\r\n")
+	inW.Close()
+	if err := p.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitExit(t, exitCh, ioLimit); st.ExitCode() != 128+uint32(syscall.SIGHUP) {
+		t.Fatalf("cat on a terminal after CloseIO: exit %d; want %d (SIGHUP)", st.ExitCode(), 128+uint32(syscall.SIGHUP))
+	}
+	p.IO().Wait()
+	deleteProcess(t, ctx, p)
+}
+
 // execLogFile: cio.LogFile (a file:// URI): the shim appends both streams
 // to the host file.
 func execLogFile(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
@@ -253,10 +289,11 @@ func execLogFile(t *testing.T, ctx context.Context, task containerd.Task, ctr co
 // 3, stderr on fd 4, and fd 5 closed once it is ready. It writes each
 // stream to the file its arguments name.
 const logBinary = `#!/bin/sh
-# args: out FILE err FILE
+# args: out FILE err FILE, in either order
+while [ $# -gt 1 ]; do case $1 in out) o=$2 ;; err) e=$2 ;; esac; shift 2; done
 exec 5>&- # ready (before the readers start, or they would hold fd 5 open)
-cat <&3 >"$2" &
-cat <&4 >"$4"
+cat <&3 >"$o" &
+cat <&4 >"$e"
 wait
 `
 
