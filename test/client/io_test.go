@@ -36,9 +36,10 @@ const initScript = `read a; echo "before $a"; until [ -e /tmp/go ]; do sleep 0.1
 // on kata-go: client-made FIFOs (cio.NewDirectIO), re-attach to an exec
 // (task.LoadProcess with cio.NewAttach) and to the init (container.Task
 // with cio.NewAttach) with stdin written before and after and output made
-// while detached, CloseIO ending cat, a terminal, and the file:// and
-// binary:// log URIs. One container per runtime: its init is detached
-// while the exec scenarios run, then re-attached.
+// while detached, CloseIO ending cat (and hanging up a terminal), a
+// terminal, no stdin, and the file:// and binary:// log URIs. One
+// container per runtime: its init is detached while the exec scenarios
+// run, then re-attached.
 func TestIO(t *testing.T) {
 	for _, spec := range ctrenv.Specs() {
 		t.Run(spec.Name, func(t *testing.T) {
@@ -78,6 +79,7 @@ func TestIO(t *testing.T) {
 				t.Run("ExecCloseIO", func(t *testing.T) { execCloseIO(t, ctx, task, ctr, dir) })
 				t.Run("ExecTTY", func(t *testing.T) { execTTY(t, ctx, task, ctr, dir) })
 				t.Run("ExecTTYCloseIO", func(t *testing.T) { execTTYCloseIO(t, ctx, task, ctr, dir) })
+				t.Run("ExecNoStdin", func(t *testing.T) { execNoStdin(t, ctx, task, ctr, dir) })
 				t.Run("ExecLogFile", func(t *testing.T) { execLogFile(t, ctx, task, ctr, dir) })
 				t.Run("ExecLogBinary", func(t *testing.T) { execLogBinary(t, ctx, task, ctr, dir) })
 
@@ -267,6 +269,18 @@ func execTTYCloseIO(t *testing.T, ctx context.Context, task containerd.Task, ctr
 		t.Fatalf("cat on a terminal after CloseIO: exit %d; want %d (SIGHUP)", st.ExitCode(), 128+uint32(syscall.SIGHUP))
 	}
 	p.IO().Wait()
+	deleteProcess(t, ctx, p)
+}
+
+// execNoStdin: cio.NewCreator without stdin: both output streams arrive
+// apart.
+func execNoStdin(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	p := runExecIO(t, ctx, task, ctr, "nostdin", cio.NewCreator(cio.WithStreams(nil, out, errOut), cio.WithFIFODir(dir)),
+		"sh", "-c", "echo out; echo err >&2")
+	if o, e := out.String(), errOut.String(); o != "out\n" || e != "err\n" {
+		t.Fatalf("stdout %q stderr %q", o, e)
+	}
 	deleteProcess(t, ctx, p)
 }
 
