@@ -68,6 +68,7 @@ func growPipe(f *os.File) {
 
 // setTerminal installs the pty master received from the container.
 func (s *stdio) setTerminal(master *os.File, withStdin bool) {
+	master = pollable(master)
 	s.stdout = master
 	if withStdin {
 		s.stdinMu.Lock()
@@ -102,13 +103,29 @@ func (s *stdio) closeStdin() {
 	if s.stdin == nil {
 		return
 	}
-	if s.tty {
-		// Closing the master would hang up the terminal; send EOF (^D) instead.
-		_, _ = s.stdin.Write([]byte{4})
-	} else {
-		s.stdin.Close()
-	}
+	// With a terminal this closes the master: the terminal hangs up (the
+	// process gets SIGHUP), as containerd's runc shim does when stdin ends.
+	// Output still buffered in the terminal goes with it, there as here.
+	s.stdin.Close()
 	s.stdin = nil
+}
+
+// pollable returns f's descriptor made non-blocking, so that Go's poller
+// owns it: a Close then takes effect at once, even while a ReadStdout waits
+// on the file (a blocking descriptor stays open until that read returns).
+// A failure keeps f as it is.
+func pollable(f *os.File) *os.File {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return f
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return f
+	}
+	nf := os.NewFile(uintptr(fd), f.Name())
+	f.Close()
+	return nf
 }
 
 // read returns up to n bytes of the stream, or nil at end of stream. It

@@ -6,131 +6,39 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/containerd/fifo"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
 )
 
-// IO names where a process's standard streams go on the host, as
-// containerd gives them: FIFO paths, or file:// and binary:// URIs.
-type IO struct {
-	Stdin, Stdout, Stderr string
-	Terminal              bool
-}
-
 // hostIO copies between the host endpoints and the agent's streams.
 type hostIO struct {
-	cfg    IO
-	stdin  io.ReadCloser
-	stdout io.WriteCloser
-	stderr io.WriteCloser
-	closer []io.Closer // extra things to close at the end (binary loggers)
+	cfg   IO
+	stdin *os.File // the stdin FIFO's read end, the copier's
+	// stdinHold is the shim's own write end of the stdin FIFO (see
+	// openHostIO); guarded by mu once the process exists.
+	stdinHold *os.File
+	stdout    io.WriteCloser
+	stderr    io.WriteCloser
+	closer    []io.Closer // extra things to close at the end (binary loggers)
+	// unblock are writers a copier may block on (a FIFO nobody reads, a
+	// stalled log binary): closed to cut the output.
+	unblock []io.Closer
 
 	outDone chan struct{} // stdout and stderr reached EOF and were written
-	// chunks counts output chunks written, so a drain can tell a stream
-	// that is still moving from one the agent stalls.
+	// chunks counts output written (in outPiece pieces), so a drain can
+	// tell a stream that is still moving from one that is stuck.
 	chunks atomic.Uint64
 
-	// mu guards closeReq, copying, outStarted and stopOut.
-	mu       sync.Mutex
-	closeReq bool
-	copying  bool
+	// mu guards stdinHold, outStarted and stopOut.
+	mu sync.Mutex
 	// outStarted: the output copiers own stdout and stderr (they close
 	// them); stopOut cancels their reads.
 	outStarted bool
 	stopOut    context.CancelFunc
-}
-
-// openHostIO opens the host side. containerd has opened the other ends of
-// the FIFOs before it asks for a process, so these opens do not block long;
-// the context bounds them anyway.
-func openHostIO(ctx context.Context, id string, cfg IO) (_ *hostIO, retErr error) {
-	h := &hostIO{cfg: cfg, outDone: make(chan struct{})}
-	defer func() {
-		if retErr != nil {
-			h.close()
-		}
-	}()
-	if cfg.Stdin != "" {
-		f, err := fifo.OpenFifo(ctx, cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open stdin %s: %w", cfg.Stdin, err)
-		}
-		h.stdin = f
-	}
-	u, err := url.Parse(cfg.Stdout)
-	if err != nil {
-		return nil, fmt.Errorf("stdout uri %q: %w", cfg.Stdout, err)
-	}
-	switch u.Scheme {
-	case "file":
-		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
-			return nil, err
-		}
-		f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("open log file %s: %w", u.Path, err)
-		}
-		w := &sharedWriter{w: f, refs: 2}
-		h.stdout, h.stderr = w, w
-		if cfg.Terminal {
-			w.refs = 1
-			h.stderr = nil
-		}
-	case "binary":
-		b, err := startBinaryLogger(ctx, id, u)
-		if err != nil {
-			return nil, err
-		}
-		h.stdout, h.stderr = b.stdout, b.stderr
-		h.closer = append(h.closer, b)
-	case "", "fifo":
-		if cfg.Stdout != "" {
-			if h.stdout, err = fifo.OpenFifo(ctx, cfg.Stdout, syscall.O_WRONLY, 0); err != nil {
-				return nil, fmt.Errorf("open stdout %s: %w", cfg.Stdout, err)
-			}
-		}
-		if cfg.Stderr != "" && !cfg.Terminal {
-			if h.stderr, err = fifo.OpenFifo(ctx, cfg.Stderr, syscall.O_WRONLY, 0); err != nil {
-				return nil, fmt.Errorf("open stderr %s: %w", cfg.Stderr, err)
-			}
-		}
-	default:
-		return nil, fmt.Errorf("stdout uri %q: unknown scheme %q", cfg.Stdout, u.Scheme)
-	}
-	return h, nil
-}
-
-// sharedWriter lets stdout and stderr share one file; the last Close closes it.
-type sharedWriter struct {
-	// mu guards w and refs.
-	mu   sync.Mutex
-	w    io.WriteCloser
-	refs int
-}
-
-func (s *sharedWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *sharedWriter) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refs--
-	if s.refs == 0 {
-		return s.w.Close()
-	}
-	return nil
 }
 
 // streamReader is one agent output stream.
@@ -140,6 +48,10 @@ type streamReader func(context.Context, *agentapi.ReadStreamRequest) (*agentapi.
 // stream costs few round trips, well under ttrpc's 4 MiB message limit.
 // An answer larger than asked for is refused.
 const readChunk = 1 << 20
+
+// outPiece is how much of a chunk one host write carries: a FIFO holds
+// 64 KiB, so a slow reader still shows progress piece by piece.
+const outPiece = 64 << 10
 
 // startOutput copies the agent's stdout and stderr to the host until EOF,
 // until ctx ends, or until stopOutput. Each chunk is written through as
@@ -175,7 +87,9 @@ func (h *hostIO) startOutput(ctx context.Context, a Agent, cid, eid string, log 
 }
 
 // stopOutput ends the output copy: the process is gone, or the agent is
-// stalling its end.
+// stalling its end, or the host side stopped reading. A copier blocked in
+// a write (a FIFO no client reads) is released by closing its writer;
+// what it had not written is lost, as the process is.
 func (h *hostIO) stopOutput() {
 	h.mu.Lock()
 	stop := h.stopOut
@@ -183,12 +97,17 @@ func (h *hostIO) stopOutput() {
 	if stop != nil {
 		stop()
 	}
+	for _, c := range h.unblock {
+		c.Close()
+	}
 }
 
 // copyOut pulls one stream until the agent reports EOF, fails, answers
-// with more than it was asked for, or ctx ends. A host reader that went
-// away does not stop the pull: the process must not block on a full pipe
-// in the guest.
+// with more than it was asked for, or ctx ends. A host writer that fails
+// (a log binary that exited) does not stop the pull: the process must not
+// block on a full pipe in the guest. A FIFO no client reads does not fail:
+// it holds what it can for the next reader, then blocks the copy, as with
+// runc.
 func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid string, log *slog.Logger, chunks *atomic.Uint64) {
 	werr := w == nil
 	for {
@@ -205,12 +124,16 @@ func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid 
 				"err", badAnswer("a read of %d bytes answered with %d", readChunk, len(data)))
 			break
 		}
-		if !werr {
-			if _, err := w.Write(data); err != nil {
-				werr = true
+		for len(data) > 0 {
+			n := min(len(data), outPiece)
+			if !werr {
+				if _, err := w.Write(data[:n]); err != nil {
+					werr = true
+				}
 			}
+			data = data[n:]
+			chunks.Add(1)
 		}
-		chunks.Add(1)
 	}
 	if w != nil {
 		w.Close()
@@ -219,7 +142,7 @@ func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid 
 
 // stdinTarget is where a process's stdin goes: ctx is the process's life
 // (WriteStdin may wait as long as the process does not read), timeout
-// bounds the CloseStdin that CloseIO asks for.
+// bounds the CloseStdin sent at EOF.
 type stdinTarget struct {
 	ctx      context.Context
 	a        Agent
@@ -228,21 +151,14 @@ type stdinTarget struct {
 	log      *slog.Logger
 }
 
-// startStdin copies host stdin to the agent; at EOF (or CloseIO) it closes
-// the process's stdin, after every byte read has been written.
+// startStdin copies host stdin to the agent until EOF: every writer gone,
+// the shim's own included (CloseIO drops it). Then it closes the process's
+// stdin, after every byte read has been written, and containerd's clients
+// may come and go in between (re-attach) without the process noticing.
 func (h *hostIO) startStdin(t stdinTarget) {
-	h.mu.Lock()
 	if h.stdin == nil {
-		h.mu.Unlock()
 		return
 	}
-	if h.closeReq {
-		h.mu.Unlock()
-		closeStdin(t)
-		return
-	}
-	h.copying = true
-	h.mu.Unlock()
 	go func() {
 		buf := make([]byte, 32<<10)
 		for {
@@ -251,9 +167,9 @@ func (h *hostIO) startStdin(t stdinTarget) {
 				if werr := writeAll(t, buf[:n]); werr != nil {
 					if errors.Is(werr, ErrBadAnswer) {
 						t.log.Error("stdin stream failed", "container", t.cid, "exec", t.eid, "err", werr)
-						// containerd's writer gets EPIPE rather than a pipe
-						// nobody reads.
-						h.requestCloseStdin()
+						// containerd's writers get EPIPE rather than a
+						// pipe nobody reads.
+						h.dropStdin()
 					}
 					break
 				}
@@ -290,22 +206,38 @@ func closeStdin(t stdinTarget) {
 	_, _ = t.a.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: t.cid, ExecId: t.eid})
 }
 
-// requestCloseStdin is containerd's CloseIO: end the stdin copy. Before the
-// process starts it is remembered; the copier is never waited for here.
+// requestCloseStdin is containerd's CloseIO: the shim lets go of its own
+// write end, so the process sees EOF once the clients' writers are closed
+// too, and not before what they wrote has been copied. It never waits;
+// before the process starts it takes effect at start.
 func (h *hostIO) requestCloseStdin() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closeReq = true
-	if h.copying && h.stdin != nil {
+	if h.stdinHold != nil {
+		h.stdinHold.Close()
+		h.stdinHold = nil
+	}
+}
+
+// dropStdin ends the stdin copy at once: the read end closes too.
+func (h *hostIO) dropStdin() {
+	h.requestCloseStdin()
+	if h.stdin != nil {
 		h.stdin.Close()
 	}
 }
 
+// close releases the stdin ends and the log binaries; the output writers
+// belong to the copiers (or closeOutputs).
 func (h *hostIO) close() {
 	var errs []error
-	for _, c := range []io.Closer{h.stdin} {
-		if c != nil {
-			errs = append(errs, c.Close())
+	h.mu.Lock()
+	hold := h.stdinHold
+	h.stdinHold = nil
+	h.mu.Unlock()
+	for _, f := range []*os.File{h.stdin, hold} {
+		if f != nil {
+			errs = append(errs, f.Close())
 		}
 	}
 	for _, c := range h.closer {

@@ -21,7 +21,9 @@ func recorded(file string) (string, bool) {
 	return string(b), err == nil
 }
 
-func TestStdinFifoForwardedThenClosed(t *testing.T) {
+// As with runc's shim, a client closing its stdin end is no EOF for the
+// process (it may re-attach); CloseIO and the last writer's close are.
+func TestStdinEOFAfterCloseIOAndWriters(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
 	rec := filepath.Join(t.TempDir(), "stdin")
@@ -33,38 +35,52 @@ func TestStdinFifoForwardedThenClosed(t *testing.T) {
 	if _, err := w.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
+	stdinIs(t, rec, "ping", false)
+	w.Close() // the client goes away
+	w2, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if _, err := w2.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	stdinIs(t, rec, "pingpong", false)
+	if _, err := h.s.CloseIO(h.ctx, &taskAPI.CloseIORequest{ID: "c", Stdin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	stdinIs(t, rec, "pingpong!", false)
+	w2.Close()
+	stdinIs(t, rec, "pingpong!", true)
+}
+
+// stdinIs waits until the "record" process got want on stdin, and saw EOF or not.
+func stdinIs(t *testing.T, rec, want string, closed bool) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got, closed := recorded(rec)
-		if closed {
-			t.Fatal("stdin closed while the writer was still open")
+		got, eof := recorded(rec)
+		if got == want && eof == closed {
+			return
 		}
-		if got == "ping" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the process read %q from stdin; want ping", got)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	w.Close() // the writer goes away: EOF, which closes the process's stdin
-	for {
-		got, closed := recorded(rec)
-		if got == "ping" && closed {
-			break
+		if eof && !closed {
+			t.Fatalf("stdin closed with %q; want %q and open", got, want)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the process read %q from stdin, EOF %v; want ping, EOF", got, closed)
+			t.Fatalf("agent stdin %q closed=%v; want %q closed=%v", got, eof, want, closed)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 }
 
-// containerd may send CloseIO before Start; it must neither block nor be lost.
+// containerd may send CloseIO before Start; it must neither block nor be
+// lost: the process's stdin closes once the client's writer is gone too.
 func TestCloseIOBeforeStart(t *testing.T) {
 	h := newHarness(t, runs)
 	fifo, w := stdinFifo(t)
-	defer w.Close()
 	rec := filepath.Join(t.TempDir(), "stdin")
 	h.create("c", "sleep")
 	h.start("c", "")
@@ -76,6 +92,7 @@ func TestCloseIOBeforeStart(t *testing.T) {
 		return err
 	})
 	h.start("c", "e")
+	w.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, closed := recorded(rec); closed {
