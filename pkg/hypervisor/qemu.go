@@ -246,7 +246,7 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	// QEMU outliving a crashed shim ends when the agent sees the shim's
 	// connection drop and powers off, or at shim delete (recorded pids).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log)
+	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log, newGuestLog(q.log, q.cfg.Debug))
 	if err != nil {
 		return err
 	}

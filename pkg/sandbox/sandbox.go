@@ -83,6 +83,8 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every line about this pod, the guest's own included, names it.
+	o.Logger = o.Logger.With("sandbox_id", o.ID)
 	if o.Deps.NewHypervisor == nil {
 		o.Deps = DefaultDeps()
 	}

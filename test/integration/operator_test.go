@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kata-go/kata-go/internal/ctrenv"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 )
@@ -108,4 +110,84 @@ func TestEnv(t *testing.T) {
 	if !strings.Contains(out, "# qemu: QEMU emulator version") {
 		t.Errorf("no QEMU version in env output:\n%s", out)
 	}
+}
+
+// startOperatorDaemon is startDaemon with extra kata-go configuration.
+func startOperatorDaemon(t *testing.T, s ctrenv.Spec, extra string) *daemon {
+	t.Helper()
+	needVM(t)
+	need(t, s.Containerd, s.Why, exists(s.Containerd))
+	need(t, s.Ctr, s.Why, exists(s.Ctr))
+	shim := shimBinary(t)
+	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), ExtraConfig: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log tail:\n%s", s.Name, ctrenv.Tail(cd.Log.String(), 60))
+		}
+		cd.Stop()
+	})
+	return &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+}
+
+// shimLogLines are the lines of containerd's log that a kata-go shim
+// wrote about sandbox id with the given message text in them.
+func shimLogLines(d *daemon, id, substr string) []string {
+	var out []string
+	for _, l := range splitLines(d.Log.String()) {
+		if strings.Contains(l, "sandbox_id="+id) && strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestGuestLog: the agent's own log lines and the guest console reach
+// containerd's log through the shim, tagged with the sandbox id, and a
+// guest flooding its console is rate-limited there.
+func TestGuestLog(t *testing.T) {
+	for _, spec := range daemons() {
+		t.Run(spec.Name, func(t *testing.T) {
+			d := startOperatorDaemon(t, spec, "")
+			t.Cleanup(func() { d.assertClean(t) })
+			const id = "guestlog"
+			// The guest kernel floods its console: every message level
+			// printed, then SysRq's task dump (hundreds of lines) again and again.
+			script := `echo 8 > /proc/sys/kernel/printk; for i in 1 2 3 4 5 6; do echo t > /proc/sysrq-trigger; done`
+			if out, errOut, err := d.ctr("run", "--rm", "--privileged", "--runtime", kataRuntime, image, id, "sh", "-ec", script); err != nil {
+				t.Fatalf("run: %v: %s %s", err, out, errOut)
+			}
+			// The agent logs "serving on …" when its channel is up.
+			if agent := shimLogLines(d, id, "source=agent"); len(agent) == 0 || !containsAny(agent, "serving on") {
+				t.Errorf("no agent line for sandbox %s in containerd's log (%d agent lines)", id, len(agent))
+			}
+			console := shimLogLines(d, id, "source=console")
+			var dropped int
+			for _, l := range shimLogLines(d, id, "guest log lines dropped") {
+				var n int
+				if _, err := fmt.Sscanf(l[strings.Index(l, "dropped=")+len("dropped="):], "%d", &n); err != nil {
+					t.Fatalf("drop report without a count: %s", l)
+				}
+				dropped += n
+			}
+			if !containsAny(console, "sysrq") && !containsAny(console, "SysRq") {
+				t.Errorf("the SysRq dump's console lines did not reach containerd's log (%d console lines)", len(console))
+			}
+			if dropped == 0 {
+				t.Errorf("%d console lines logged and none dropped: the burst was not rate-limited", len(console))
+			}
+			t.Logf("%d console lines logged, %d dropped by the limit", len(console), dropped)
+		})
+	}
+}
+
+func containsAny(lines []string, substr string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, substr) {
+			return true
+		}
+	}
+	return false
 }
