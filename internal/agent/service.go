@@ -28,6 +28,8 @@ type service struct {
 	containers map[string]*container
 
 	ooms *oomQueue
+	// debug are the operator's debug shells (rpc_debug.go).
+	debug *debugShells
 }
 
 var _ agentapi.AgentService = (*service)(nil)
@@ -40,6 +42,7 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		started:    started,
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),
+		debug:      newDebugShells(),
 	}
 }
 

@@ -138,7 +138,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	vm, err := o.Deps.NewHypervisor(hypervisor.Config{
 		AgentSecret: secret,
 		QEMUPath:    h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
-		KernelParams: h.KernelParams, MachineType: h.MachineType,
+		KernelParams: guestKernelParams(cfg), MachineType: h.MachineType,
 		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
 		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,
 		Debug: cfg.Runtime.Debug, Logger: o.Logger,

@@ -3,13 +3,23 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/sys/unix"
 
 	"github.com/kata-go/kata-go/internal/ctrenv"
 	"github.com/kata-go/kata-go/pkg/config"
@@ -190,4 +200,191 @@ func containsAny(lines []string, substr string) bool {
 		}
 	}
 	return false
+}
+
+// startMonitor runs `monitor` for d's pods on a free port and returns its
+// /metrics URL; it is stopped (SIGTERM) at cleanup.
+func startMonitor(t *testing.T, d *daemon) string {
+	t.Helper()
+	cmd := exec.Command(shimBinary(t), "monitor", "-listen", "127.0.0.1:0", "-config", d.KataCfg)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(unix.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("monitor: %v", err)
+		}
+	})
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("monitor did not start: %v", err)
+	}
+	i := strings.Index(line, "http://")
+	if i < 0 {
+		t.Fatalf("monitor said %q", line)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	return strings.TrimSpace(line[i:])
+}
+
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("monitor output does not parse: %v", err)
+	}
+	return mfs
+}
+
+// series are the metrics of family name whose labels include want.
+func series(mfs map[string]*dto.MetricFamily, name string, want map[string]string) []*dto.Metric {
+	var out []*dto.Metric
+next:
+	for _, m := range mfs[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestMonitor: with three pods running, one scrape of `monitor` returns
+// each pod's series labelled with its sandbox id and namespace, with
+// plausible values; once the pods end their series are gone.
+func TestMonitor(t *testing.T) {
+	for _, spec := range daemons() {
+		t.Run(spec.Name, func(t *testing.T) {
+			d := startDaemon(t, spec)
+			t.Cleanup(func() { d.assertClean(t) })
+			url := startMonitor(t, d)
+			ids := []string{"mon-a", "mon-b", "mon-c"}
+			for _, id := range ids {
+				if out, errOut, err := d.ctr("run", "-d", "--runtime", kataRuntime, image, id, "sleep", "1000"); err != nil {
+					t.Fatalf("run %s: %v: %s %s", id, err, out, errOut)
+				}
+				t.Cleanup(func() { d.remove(id) })
+			}
+			hw, _ := hypervisor.HardwareKVM()
+			accel := "tcg"
+			if hw {
+				accel = "kvm"
+			}
+			mfs := scrape(t, url)
+			if v := mfs["kata_go_monitor_pods"].GetMetric()[0].GetGauge().GetValue(); v != 3 {
+				t.Errorf("monitor_pods = %v, want 3", v)
+			}
+			for _, id := range ids {
+				pod := map[string]string{"sandbox_id": id, "namespace": "default"}
+				with := func(k, v string) map[string]string {
+					m := map[string]string{k: v}
+					maps.Copy(m, pod)
+					return m
+				}
+				for _, c := range []string{"qemu", "virtiofsd", "shim"} {
+					for _, name := range []string{"kata_go_memory_rss_bytes", "kata_go_memory_pss_bytes"} {
+						s := series(mfs, name, with("component", c))
+						if len(s) != 1 || s[0].GetGauge().GetValue() <= 0 {
+							t.Errorf("%s: %s{component=%q}: %v", id, name, c, s)
+						}
+					}
+				}
+				if s := series(mfs, "kata_go_memory_rss_bytes", with("component", "qemu")); len(s) == 1 && s[0].GetGauge().GetValue() < 64<<20 {
+					t.Errorf("%s: QEMU RSS %v bytes: implausibly small for a booted guest", id, s[0].GetGauge().GetValue())
+				}
+				for _, phase := range []string{"vmm_spawn", "agent_connect", "guest_boot", "sandbox_start"} {
+					s := series(mfs, "kata_go_boot_phase_seconds", with("phase", phase))
+					if len(s) != 1 || s[0].GetHistogram().GetSampleCount() != 1 || s[0].GetHistogram().GetSampleSum() <= 0 {
+						t.Errorf("%s: boot phase %s: %v", id, phase, s)
+					}
+				}
+				for _, method := range []string{"Check", "CreateSandbox", "CreateContainer", "StartContainer"} {
+					s := series(mfs, "kata_go_agent_rpc_duration_seconds", with("method", method))
+					if len(s) == 0 || s[0].GetHistogram().GetSampleCount() < 1 {
+						t.Errorf("%s: no agent RPC latency for %s", id, method)
+					}
+				}
+				if s := series(mfs, "kata_go_accelerator_info", with("accelerator", accel)); len(s) != 1 {
+					t.Errorf("%s: accelerator_info{accelerator=%q}: %v", id, accel, series(mfs, "kata_go_accelerator_info", pod))
+				}
+				total := series(mfs, "kata_go_guest_memory_bytes", with("kind", "total"))
+				avail := series(mfs, "kata_go_guest_memory_bytes", with("kind", "available"))
+				if len(total) != 1 || len(avail) != 1 || total[0].GetGauge().GetValue() < 64<<20 || avail[0].GetGauge().GetValue() > total[0].GetGauge().GetValue() {
+					t.Errorf("%s: guest memory total %v available %v", id, total, avail)
+				}
+				if s := series(mfs, "kata_go_oom_kills_total", pod); len(s) != 1 || s[0].GetCounter().GetValue() != 0 {
+					t.Errorf("%s: oom_kills_total %v, want 0", id, s)
+				}
+				if s := series(mfs, "kata_go_vm_exits_total", pod); (accel == "tcg") != (len(s) == 0) {
+					t.Errorf("%s: %d VM-exit series under %s", id, len(s), accel)
+				}
+			}
+			for _, id := range ids {
+				d.remove(id)
+			}
+			// The shims are gone once no pod answers any more (the monitor
+			// itself is this binary too, so assertClean waits for cleanup).
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				mfs = scrape(t, url)
+				if mfs["kata_go_monitor_pods"].GetMetric()[0].GetGauge().GetValue() == 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			for _, name := range []string{"kata_go_memory_rss_bytes", "kata_go_boot_phase_seconds", "kata_go_guest_memory_bytes"} {
+				if n := len(mfs[name].GetMetric()); n != 0 {
+					t.Errorf("%s: %d series left after the pods ended", name, n)
+				}
+			}
+			if v := mfs["kata_go_monitor_pods"].GetMetric()[0].GetGauge().GetValue(); v != 0 {
+				t.Errorf("monitor_pods = %v after the pods ended", v)
+			}
+		})
+	}
+}
+
+// TestMonitorCRI: a CRI pod's series carry its pod name and namespace
+// (from CRI's annotations) besides its sandbox id and containerd's k8s.io
+// namespace.
+func TestMonitorCRI(t *testing.T) {
+	for _, spec := range daemons() {
+		t.Run(spec.Name, func(t *testing.T) {
+			d := startCRI(t, spec)
+			t.Cleanup(func() { d.assertClean(t) })
+			url := startMonitor(t, d)
+			id, _ := startPod(t, d, "monitored", false)
+			mfs := scrape(t, url)
+			want := map[string]string{"sandbox_id": id, "namespace": "k8s.io", "pod_name": "monitored", "pod_namespace": "default", "component": "qemu"}
+			if s := series(mfs, "kata_go_memory_rss_bytes", want); len(s) != 1 || s[0].GetGauge().GetValue() <= 0 {
+				t.Errorf("no QEMU RSS series labelled %v: %v", want, mfs["kata_go_memory_rss_bytes"].GetMetric())
+			}
+			crictl(t, d, "stopp", id)
+			crictl(t, d, "rmp", id)
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				mfs = scrape(t, url)
+				if len(mfs["kata_go_memory_rss_bytes"].GetMetric()) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("series left after the pod was removed: %v", mfs["kata_go_memory_rss_bytes"].GetMetric())
+				}
+			}
+		})
+	}
 }
