@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -385,6 +387,110 @@ func TestMonitorCRI(t *testing.T) {
 					t.Fatalf("series left after the pod was removed: %v", mfs["kata_go_memory_rss_bytes"].GetMetric())
 				}
 			}
+		})
+	}
+}
+
+// syncBuf collects a pty's output for polling.
+type syncBuf struct {
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor writes input (again every second) until out has want.
+func waitFor(t *testing.T, w io.Writer, out *syncBuf, input, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		if _, err := io.WriteString(w, input); err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if strings.Contains(out.String(), want) {
+				return
+			}
+		}
+	}
+	t.Fatalf("no %q after writing %q; output:\n%s", want, input, out.String())
+}
+
+// TestExec: `exec` gives a shell in the pod's VM outside every container
+// (PID 1 is the agent), through the running shim: a resize of the
+// operator's terminal reaches it, its exit status comes back, the shim's
+// log audits it, and nothing is left. With debug_console off (the
+// default) it is refused with the reason.
+func TestExec(t *testing.T) {
+	for _, spec := range daemons() {
+		t.Run(spec.Name, func(t *testing.T) {
+			t.Run("Enabled", func(t *testing.T) {
+				d := startOperatorDaemon(t, spec, "[agent]\ndebug_console = true\n")
+				t.Cleanup(func() { d.assertClean(t) })
+				const id = "dbg"
+				if out, errOut, err := d.ctr("run", "-d", "--runtime", kataRuntime, image, id, "sleep", "1000"); err != nil {
+					t.Fatalf("run: %v: %s %s", err, out, errOut)
+				}
+				t.Cleanup(func() { d.remove(id) })
+				cmd := exec.Command(shimBinary(t), "exec", "-config", d.KataCfg, id)
+				ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ptmx.Close()
+				out := &syncBuf{}
+				copied := make(chan struct{})
+				go func() { _, _ = io.Copy(out, ptmx); close(copied) }()
+				waitFor(t, ptmx, out, "cat /proc/1/cmdline; echo; stty size\n", "30 100")
+				if !strings.Contains(out.String(), "/init") {
+					t.Errorf("PID 1 of the shell's namespace is not the agent (/init):\n%s", out.String())
+				}
+				if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 41, Cols: 123}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, ptmx, out, "stty size\n", "41 123")
+				if _, err := io.WriteString(ptmx, "exit 7\n"); err != nil {
+					t.Fatal(err)
+				}
+				if err := cmd.Wait(); exitCode(err) != 7 {
+					t.Errorf("exec exited %v (code %d), want the shell's 7; output:\n%s", err, exitCode(err), out.String())
+				}
+				<-copied
+				for _, want := range []string{"AUDIT debug shell opened", "AUDIT debug shell closed", "debug shell debug-1 closed"} {
+					if len(shimLogLines(d, id, want)) == 0 {
+						t.Errorf("no %q in the shim log for sandbox %s", want, id)
+					}
+				}
+			})
+			t.Run("RefusedByDefault", func(t *testing.T) {
+				d := startDaemon(t, spec)
+				t.Cleanup(func() { d.assertClean(t) })
+				const id = "nodbg"
+				if out, errOut, err := d.ctr("run", "-d", "--runtime", kataRuntime, image, id, "sleep", "1000"); err != nil {
+					t.Fatalf("run: %v: %s %s", err, out, errOut)
+				}
+				t.Cleanup(func() { d.remove(id) })
+				out, code := runShim(t, "exec", "-config", d.KataCfg, id)
+				if code != 1 || !strings.Contains(out, "debug_console is not enabled") {
+					t.Errorf("exec with debug_console off: exit %d, output %q", code, out)
+				}
+				if len(shimLogLines(d, id, "AUDIT debug shell refused")) == 0 {
+					t.Errorf("the refusal is not in the shim log")
+				}
+				// The pod is unharmed.
+				if got := d.taskStatus(id); got != "RUNNING" {
+					t.Errorf("task %s after a refused exec", got)
+				}
+			})
 		})
 	}
 }
