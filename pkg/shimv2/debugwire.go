@@ -120,7 +120,8 @@ func DialDebugShell(stateDir string, rows, cols uint16) (*DebugClient, error) {
 	}
 	w := newDebugWire(c)
 	var reply debugHelloReply
-	if err := w.writeJSON(debugHello{Rows: rows, Cols: cols}); err == nil {
+	err = w.writeJSON(debugHello{Rows: rows, Cols: cols})
+	if err == nil {
 		err = w.readJSON(&reply)
 	}
 	if err != nil {
