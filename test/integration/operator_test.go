@@ -465,7 +465,13 @@ func TestExec(t *testing.T) {
 					t.Errorf("exec exited %v (code %d), want the shell's 7; output:\n%s", err, exitCode(err), out.String())
 				}
 				<-copied
+				// The shim log reaches containerd's asynchronously, and the
+				// shim and agent log the close after the exit status is out.
 				for _, want := range []string{"AUDIT debug shell opened", "AUDIT debug shell closed", "debug shell debug-1 closed"} {
+					deadline := time.Now().Add(10 * time.Second)
+					for len(shimLogLines(d, id, want)) == 0 && time.Now().Before(deadline) {
+						time.Sleep(100 * time.Millisecond)
+					}
 					if len(shimLogLines(d, id, want)) == 0 {
 						t.Errorf("no %q in the shim log for sandbox %s", want, id)
 					}
