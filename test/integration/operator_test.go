@@ -489,6 +489,9 @@ func TestExec(t *testing.T) {
 				if code != 1 || !strings.Contains(out, "debug_console is not enabled") {
 					t.Errorf("exec with debug_console off: exit %d, output %q", code, out)
 				}
+				for deadline := time.Now().Add(10 * time.Second); len(shimLogLines(d, id, "AUDIT debug shell refused")) == 0 && time.Now().Before(deadline); {
+					time.Sleep(100 * time.Millisecond)
+				}
 				if len(shimLogLines(d, id, "AUDIT debug shell refused")) == 0 {
 					t.Errorf("the refusal is not in the shim log")
 				}
