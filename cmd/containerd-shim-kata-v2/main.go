@@ -1,5 +1,6 @@
 // Command containerd-shim-kata-v2 is kata-go's containerd shim: one per
-// pod, running the pod's containers inside a VM.
+// pod, running the pod's containers inside a VM. Run by an operator it
+// also answers check, env, exec and monitor (see docs/operations.md).
 package main
 
 import (
@@ -18,6 +19,13 @@ const runtimeName = "io.containerd.kata.v2"
 var version = "dev"
 
 func main() {
+	// containerd always starts the shim with flags first (-namespace …
+	// start, -info), so a bare first word is an operator's subcommand.
+	if len(os.Args) > 1 {
+		if cmd, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(cmd(os.Args[2:]))
+		}
+	}
 	for _, a := range os.Args[1:] {
 		switch a {
 		case "-info", "--info":

@@ -1,6 +1,8 @@
 // Command mkinitrd writes the guest initrd: an uncompressed newc cpio with
-// the static agent as /init and the few nodes the kernel needs before the
-// agent mounts devtmpfs. Output is byte-for-byte reproducible.
+// the static agent as /init, the few nodes the kernel needs before the
+// agent mounts devtmpfs, and Debian's static busybox as /bin/busybox (the
+// operator's debug shell, served only when the host allows it). Output is
+// byte-for-byte reproducible.
 package main
 
 import (
@@ -26,6 +28,7 @@ const (
 func main() {
 	agent := flag.String("agent", "", "static agent binary to install as /init")
 	out := flag.String("o", "", "output file")
+	busybox := flag.String("busybox", "/bin/busybox", "static busybox for the debug shell (Debian: apt-get install busybox-static)")
 	flag.Parse()
 	if *agent == "" || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: mkinitrd -agent PATH -o OUT")
@@ -36,7 +39,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mkinitrd:", err)
 		os.Exit(1)
 	}
+	bb, err := os.ReadFile(*busybox)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mkinitrd: the debug shell's busybox (apt-get install busybox-static):", err)
+		os.Exit(1)
+	}
 	entries := []entry{
+		{name: "bin", mode: modeDir | 0o755},
+		{name: "bin/busybox", mode: modeFile | 0o755, data: bb},
 		{name: "dev", mode: modeDir | 0o755},
 		{name: "dev/console", mode: modeChar | 0o600, major: 5, minr: 1},
 		{name: "etc", mode: modeDir | 0o755},

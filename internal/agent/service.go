@@ -31,6 +31,8 @@ type service struct {
 	ooms *oomQueue
 	// oomKilled says whether a container's cgroup saw an OOM kill.
 	oomKilled func(id string) bool
+	// debug are the operator's debug shells (rpc_debug.go).
+	debug *debugShells
 }
 
 var _ agentapi.AgentService = (*service)(nil)
@@ -45,6 +47,7 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),
 		oomKilled:  oomKilled,
+		debug:      newDebugShells(),
 	}
 }
 

@@ -1918,6 +1918,477 @@ func (x *SyncClockResponse) GetGuestUnixNs() int64 {
 	return 0
 }
 
+// GuestMetrics are the guest's own counters (from /proc/meminfo and
+// /proc/vmstat): only numbers, so a lying guest skews its own graphs only.
+type GuestMetrics struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	MemTotalBytes     uint64                 `protobuf:"varint,1,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
+	MemFreeBytes      uint64                 `protobuf:"varint,2,opt,name=mem_free_bytes,json=memFreeBytes,proto3" json:"mem_free_bytes,omitempty"`
+	MemAvailableBytes uint64                 `protobuf:"varint,3,opt,name=mem_available_bytes,json=memAvailableBytes,proto3" json:"mem_available_bytes,omitempty"`
+	// The guest kernel's OOM kills since boot (vmstat oom_kill).
+	OomKills      uint64 `protobuf:"varint,4,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestMetrics) Reset() {
+	*x = GuestMetrics{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestMetrics) ProtoMessage() {}
+
+func (x *GuestMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestMetrics.ProtoReflect.Descriptor instead.
+func (*GuestMetrics) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GuestMetrics) GetMemTotalBytes() uint64 {
+	if x != nil {
+		return x.MemTotalBytes
+	}
+	return 0
+}
+
+func (x *GuestMetrics) GetMemFreeBytes() uint64 {
+	if x != nil {
+		return x.MemFreeBytes
+	}
+	return 0
+}
+
+func (x *GuestMetrics) GetMemAvailableBytes() uint64 {
+	if x != nil {
+		return x.MemAvailableBytes
+	}
+	return 0
+}
+
+func (x *GuestMetrics) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
+type StartDebugShellRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDebugShellRequest) Reset() {
+	*x = StartDebugShellRequest{}
+	mi := &file_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDebugShellRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDebugShellRequest) ProtoMessage() {}
+
+func (x *StartDebugShellRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDebugShellRequest.ProtoReflect.Descriptor instead.
+func (*StartDebugShellRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *StartDebugShellRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *StartDebugShellRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type DebugShellResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellResponse) Reset() {
+	*x = DebugShellResponse{}
+	mi := &file_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellResponse) ProtoMessage() {}
+
+func (x *DebugShellResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellResponse.ProtoReflect.Descriptor instead.
+func (*DebugShellResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DebugShellResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DebugShellRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellRequest) Reset() {
+	*x = DebugShellRequest{}
+	mi := &file_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellRequest) ProtoMessage() {}
+
+func (x *DebugShellRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellRequest.ProtoReflect.Descriptor instead.
+func (*DebugShellRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DebugShellRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DebugShellWriteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellWriteRequest) Reset() {
+	*x = DebugShellWriteRequest{}
+	mi := &file_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellWriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellWriteRequest) ProtoMessage() {}
+
+func (x *DebugShellWriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellWriteRequest.ProtoReflect.Descriptor instead.
+func (*DebugShellWriteRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DebugShellWriteRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DebugShellWriteRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type DebugShellReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Len           uint32                 `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellReadRequest) Reset() {
+	*x = DebugShellReadRequest{}
+	mi := &file_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellReadRequest) ProtoMessage() {}
+
+func (x *DebugShellReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellReadRequest.ProtoReflect.Descriptor instead.
+func (*DebugShellReadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DebugShellReadRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DebugShellReadRequest) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+type DebugShellReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Eof           bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellReadResponse) Reset() {
+	*x = DebugShellReadResponse{}
+	mi := &file_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellReadResponse) ProtoMessage() {}
+
+func (x *DebugShellReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellReadResponse.ProtoReflect.Descriptor instead.
+func (*DebugShellReadResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DebugShellReadResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DebugShellReadResponse) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
+type DebugShellResizeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Rows          uint32                 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellResizeRequest) Reset() {
+	*x = DebugShellResizeRequest{}
+	mi := &file_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellResizeRequest) ProtoMessage() {}
+
+func (x *DebugShellResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellResizeRequest.ProtoReflect.Descriptor instead.
+func (*DebugShellResizeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DebugShellResizeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DebugShellResizeRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *DebugShellResizeRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type DebugShellWaitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExitStatus    int32                  `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugShellWaitResponse) Reset() {
+	*x = DebugShellWaitResponse{}
+	mi := &file_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugShellWaitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugShellWaitResponse) ProtoMessage() {}
+
+func (x *DebugShellWaitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugShellWaitResponse.ProtoReflect.Descriptor instead.
+func (*DebugShellWaitResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DebugShellWaitResponse) GetExitStatus() int32 {
+	if x != nil {
+		return x.ExitStatus
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2050,7 +2521,35 @@ const file_agent_proto_rawDesc = "" +
 	"\x10SyncClockRequest\x12\x17\n" +
 	"\astep_ns\x18\x01 \x01(\x03R\x06stepNs\"7\n" +
 	"\x11SyncClockResponse\x12\"\n" +
-	"\rguest_unix_ns\x18\x01 \x01(\x03R\vguestUnixNs2\xf3\x0e\n" +
+	"\rguest_unix_ns\x18\x01 \x01(\x03R\vguestUnixNs\"\xa9\x01\n" +
+	"\fGuestMetrics\x12&\n" +
+	"\x0fmem_total_bytes\x18\x01 \x01(\x04R\rmemTotalBytes\x12$\n" +
+	"\x0emem_free_bytes\x18\x02 \x01(\x04R\fmemFreeBytes\x12.\n" +
+	"\x13mem_available_bytes\x18\x03 \x01(\x04R\x11memAvailableBytes\x12\x1b\n" +
+	"\toom_kills\x18\x04 \x01(\x04R\boomKills\"@\n" +
+	"\x16StartDebugShellRequest\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"$\n" +
+	"\x12DebugShellResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"#\n" +
+	"\x11DebugShellRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
+	"\x16DebugShellWriteRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"9\n" +
+	"\x15DebugShellReadRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\rR\x03len\">\n" +
+	"\x16DebugShellReadResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\"Q\n" +
+	"\x17DebugShellResizeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x03 \x01(\rR\x04cols\"9\n" +
+	"\x16DebugShellWaitResponse\x12\x1f\n" +
+	"\vexit_status\x18\x01 \x01(\x05R\n" +
+	"exitStatus2\xd8\x13\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.katago.agent.v1.CheckRequest\x1a\x1e.katago.agent.v1.CheckResponse\x12N\n" +
 	"\rCreateSandbox\x12%.katago.agent.v1.CreateSandboxRequest\x1a\x16.katago.agent.v1.Empty\x12P\n" +
@@ -2078,7 +2577,14 @@ const file_agent_proto_rawDesc = "" +
 	"\vGetOOMEvent\x12\x16.katago.agent.v1.Empty\x1a\x19.katago.agent.v1.OOMEvent\x12V\n" +
 	"\x0fUpdateInterface\x12'.katago.agent.v1.UpdateInterfaceRequest\x1a\x1a.katago.agent.v1.Interface\x12L\n" +
 	"\fUpdateRoutes\x12$.katago.agent.v1.UpdateRoutesRequest\x1a\x16.katago.agent.v1.Empty\x12R\n" +
-	"\tSyncClock\x12!.katago.agent.v1.SyncClockRequest\x1a\".katago.agent.v1.SyncClockResponseB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
+	"\tSyncClock\x12!.katago.agent.v1.SyncClockRequest\x1a\".katago.agent.v1.SyncClockResponse\x12H\n" +
+	"\x0fGetGuestMetrics\x12\x16.katago.agent.v1.Empty\x1a\x1d.katago.agent.v1.GuestMetrics\x12_\n" +
+	"\x0fStartDebugShell\x12'.katago.agent.v1.StartDebugShellRequest\x1a#.katago.agent.v1.DebugShellResponse\x12R\n" +
+	"\x0fDebugShellWrite\x12'.katago.agent.v1.DebugShellWriteRequest\x1a\x16.katago.agent.v1.Empty\x12a\n" +
+	"\x0eDebugShellRead\x12&.katago.agent.v1.DebugShellReadRequest\x1a'.katago.agent.v1.DebugShellReadResponse\x12T\n" +
+	"\x10DebugShellResize\x12(.katago.agent.v1.DebugShellResizeRequest\x1a\x16.katago.agent.v1.Empty\x12]\n" +
+	"\x0eDebugShellWait\x12\".katago.agent.v1.DebugShellRequest\x1a'.katago.agent.v1.DebugShellWaitResponse\x12L\n" +
+	"\x0eDebugShellKill\x12\".katago.agent.v1.DebugShellRequest\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2092,7 +2598,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: katago.agent.v1.Empty
 	(*CheckRequest)(nil),            // 1: katago.agent.v1.CheckRequest
@@ -2127,6 +2633,15 @@ var file_agent_proto_goTypes = []any{
 	(*UpdateRoutesRequest)(nil),     // 30: katago.agent.v1.UpdateRoutesRequest
 	(*SyncClockRequest)(nil),        // 31: katago.agent.v1.SyncClockRequest
 	(*SyncClockResponse)(nil),       // 32: katago.agent.v1.SyncClockResponse
+	(*GuestMetrics)(nil),            // 33: katago.agent.v1.GuestMetrics
+	(*StartDebugShellRequest)(nil),  // 34: katago.agent.v1.StartDebugShellRequest
+	(*DebugShellResponse)(nil),      // 35: katago.agent.v1.DebugShellResponse
+	(*DebugShellRequest)(nil),       // 36: katago.agent.v1.DebugShellRequest
+	(*DebugShellWriteRequest)(nil),  // 37: katago.agent.v1.DebugShellWriteRequest
+	(*DebugShellReadRequest)(nil),   // 38: katago.agent.v1.DebugShellReadRequest
+	(*DebugShellReadResponse)(nil),  // 39: katago.agent.v1.DebugShellReadResponse
+	(*DebugShellResizeRequest)(nil), // 40: katago.agent.v1.DebugShellResizeRequest
+	(*DebugShellWaitResponse)(nil),  // 41: katago.agent.v1.DebugShellWaitResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: katago.agent.v1.CreateSandboxRequest.storages:type_name -> katago.agent.v1.Storage
@@ -2160,31 +2675,45 @@ var file_agent_proto_depIdxs = []int32{
 	28, // 28: katago.agent.v1.Agent.UpdateInterface:input_type -> katago.agent.v1.UpdateInterfaceRequest
 	30, // 29: katago.agent.v1.Agent.UpdateRoutes:input_type -> katago.agent.v1.UpdateRoutesRequest
 	31, // 30: katago.agent.v1.Agent.SyncClock:input_type -> katago.agent.v1.SyncClockRequest
-	2,  // 31: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
-	0,  // 32: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
-	0,  // 33: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
-	7,  // 34: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
-	0,  // 35: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
-	0,  // 36: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
-	0,  // 37: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
-	0,  // 38: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
-	0,  // 39: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
-	23, // 40: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
-	24, // 41: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
-	11, // 42: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
-	0,  // 43: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
-	13, // 44: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
-	15, // 45: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
-	0,  // 46: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
-	17, // 47: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
-	17, // 48: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
-	0,  // 49: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
-	25, // 50: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
-	27, // 51: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
-	0,  // 52: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
-	32, // 53: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
-	31, // [31:54] is the sub-list for method output_type
-	8,  // [8:31] is the sub-list for method input_type
+	0,  // 31: katago.agent.v1.Agent.GetGuestMetrics:input_type -> katago.agent.v1.Empty
+	34, // 32: katago.agent.v1.Agent.StartDebugShell:input_type -> katago.agent.v1.StartDebugShellRequest
+	37, // 33: katago.agent.v1.Agent.DebugShellWrite:input_type -> katago.agent.v1.DebugShellWriteRequest
+	38, // 34: katago.agent.v1.Agent.DebugShellRead:input_type -> katago.agent.v1.DebugShellReadRequest
+	40, // 35: katago.agent.v1.Agent.DebugShellResize:input_type -> katago.agent.v1.DebugShellResizeRequest
+	36, // 36: katago.agent.v1.Agent.DebugShellWait:input_type -> katago.agent.v1.DebugShellRequest
+	36, // 37: katago.agent.v1.Agent.DebugShellKill:input_type -> katago.agent.v1.DebugShellRequest
+	2,  // 38: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
+	0,  // 39: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
+	0,  // 40: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
+	7,  // 41: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
+	0,  // 42: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
+	0,  // 43: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
+	0,  // 44: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
+	0,  // 45: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
+	0,  // 46: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
+	23, // 47: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
+	24, // 48: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
+	11, // 49: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
+	0,  // 50: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
+	13, // 51: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
+	15, // 52: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
+	0,  // 53: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
+	17, // 54: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
+	17, // 55: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
+	0,  // 56: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
+	25, // 57: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
+	27, // 58: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
+	0,  // 59: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
+	32, // 60: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
+	33, // 61: katago.agent.v1.Agent.GetGuestMetrics:output_type -> katago.agent.v1.GuestMetrics
+	35, // 62: katago.agent.v1.Agent.StartDebugShell:output_type -> katago.agent.v1.DebugShellResponse
+	0,  // 63: katago.agent.v1.Agent.DebugShellWrite:output_type -> katago.agent.v1.Empty
+	39, // 64: katago.agent.v1.Agent.DebugShellRead:output_type -> katago.agent.v1.DebugShellReadResponse
+	0,  // 65: katago.agent.v1.Agent.DebugShellResize:output_type -> katago.agent.v1.Empty
+	41, // 66: katago.agent.v1.Agent.DebugShellWait:output_type -> katago.agent.v1.DebugShellWaitResponse
+	0,  // 67: katago.agent.v1.Agent.DebugShellKill:output_type -> katago.agent.v1.Empty
+	38, // [38:68] is the sub-list for method output_type
+	8,  // [8:38] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -2201,7 +2730,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

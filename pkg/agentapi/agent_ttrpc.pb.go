@@ -31,6 +31,13 @@ type AgentService interface {
 	UpdateInterface(context.Context, *UpdateInterfaceRequest) (*Interface, error)
 	UpdateRoutes(context.Context, *UpdateRoutesRequest) (*Empty, error)
 	SyncClock(context.Context, *SyncClockRequest) (*SyncClockResponse, error)
+	GetGuestMetrics(context.Context, *Empty) (*GuestMetrics, error)
+	StartDebugShell(context.Context, *StartDebugShellRequest) (*DebugShellResponse, error)
+	DebugShellWrite(context.Context, *DebugShellWriteRequest) (*Empty, error)
+	DebugShellRead(context.Context, *DebugShellReadRequest) (*DebugShellReadResponse, error)
+	DebugShellResize(context.Context, *DebugShellResizeRequest) (*Empty, error)
+	DebugShellWait(context.Context, *DebugShellRequest) (*DebugShellWaitResponse, error)
+	DebugShellKill(context.Context, *DebugShellRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -196,6 +203,55 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.SyncClock(ctx, &req)
+			},
+			"GetGuestMetrics": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req Empty
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.GetGuestMetrics(ctx, &req)
+			},
+			"StartDebugShell": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StartDebugShellRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StartDebugShell(ctx, &req)
+			},
+			"DebugShellWrite": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugShellWriteRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugShellWrite(ctx, &req)
+			},
+			"DebugShellRead": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugShellReadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugShellRead(ctx, &req)
+			},
+			"DebugShellResize": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugShellResizeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugShellResize(ctx, &req)
+			},
+			"DebugShellWait": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugShellRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugShellWait(ctx, &req)
+			},
+			"DebugShellKill": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugShellRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugShellKill(ctx, &req)
 			},
 		},
 	})
@@ -390,6 +446,62 @@ func (c *agentClient) UpdateRoutes(ctx context.Context, req *UpdateRoutesRequest
 func (c *agentClient) SyncClock(ctx context.Context, req *SyncClockRequest) (*SyncClockResponse, error) {
 	var resp SyncClockResponse
 	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "SyncClock", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) GetGuestMetrics(ctx context.Context, req *Empty) (*GuestMetrics, error) {
+	var resp GuestMetrics
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "GetGuestMetrics", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) StartDebugShell(ctx context.Context, req *StartDebugShellRequest) (*DebugShellResponse, error) {
+	var resp DebugShellResponse
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "StartDebugShell", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DebugShellWrite(ctx context.Context, req *DebugShellWriteRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellWrite", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DebugShellRead(ctx context.Context, req *DebugShellReadRequest) (*DebugShellReadResponse, error) {
+	var resp DebugShellReadResponse
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellRead", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DebugShellResize(ctx context.Context, req *DebugShellResizeRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellResize", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DebugShellWait(ctx context.Context, req *DebugShellRequest) (*DebugShellWaitResponse, error) {
+	var resp DebugShellWaitResponse
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellWait", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DebugShellKill(ctx context.Context, req *DebugShellRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellKill", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

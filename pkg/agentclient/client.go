@@ -69,7 +69,7 @@ func connect(ctx context.Context, dial dialer, a Address) (*Client, error) {
 		return nil, err
 	}
 	closed := make(chan struct{})
-	tc := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(closed) }))
+	tc := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(closed) }), ttrpc.WithUnaryClientInterceptor(observeRPC))
 	c := &Client{AgentService: agentapi.NewAgentClient(tc), conn: conn, tc: tc, closed: closed}
 	resp, err := c.AgentService.Check(ctx, &agentapi.CheckRequest{})
 	if err != nil {

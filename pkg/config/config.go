@@ -59,6 +59,9 @@ type Agent struct {
 	// trail a process's exit. A guest that does not answer in time fails
 	// the request instead of hanging containerd.
 	RequestTimeout Duration `toml:"request_timeout"`
+	// DebugConsole allows `containerd-shim-kata-v2 exec`: a root shell in
+	// the guest, outside every container (docs/security.md).
+	DebugConsole bool `toml:"debug_console"`
 }
 
 // Runtime configures the shim itself.
@@ -192,6 +195,12 @@ func (c *Config) Validate() error {
 	} {
 		if !strings.HasPrefix(k.val, "/") {
 			return fmt.Errorf("%s %q: must be an absolute path", k.key, k.val)
+		}
+	}
+	for _, p := range h.KernelParams {
+		// Only agent.debug_console may ask the guest for debug shells.
+		if strings.HasPrefix(p, "kata_go.") {
+			return fmt.Errorf("hypervisor.kernel_params %q: kata_go.* parameters are the runtime's own (use agent.debug_console)", p)
 		}
 	}
 	for _, a := range h.EnableAnnotations {

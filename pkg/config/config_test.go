@@ -46,6 +46,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"[agent]\nrequest_timeout = \"-1s\"\n", "agent.request_timeout"},
 		{"[agent]\nrequest_timeout = \"11m\"\n", "agent.request_timeout"},
 		{"[runtime]\ndebug = \"yes\"\n", "debug"},
+		{"[agent]\ndebug_console = 1\n", "debug_console"},
+		// Only agent.debug_console may ask the guest for debug shells.
+		{"[hypervisor]\nkernel_params = [\"kata_go.debug_console=1\"]\n", "hypervisor.kernel_params"},
 		{"[oops\n", "line 2"},
 	}
 	for _, c := range cases {
@@ -136,4 +139,17 @@ func FuzzAnnotations(f *testing.F) {
 			t.Fatal("hypervisor path changed without an allowlist entry")
 		}
 	})
+}
+
+// A pod allowed to add kernel parameters still cannot turn on the guest's
+// debug shell.
+func TestAnnotationCannotEnableDebugShell(t *testing.T) {
+	c, err := Parse("[hypervisor]\nenable_annotations = [\"hypervisor.kernel_params\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.ApplyAnnotations(map[string]string{AnnotationPrefix + "hypervisor.kernel_params": "quiet kata_go.debug_console=1"})
+	if err == nil || !strings.Contains(err.Error(), "kata_go.debug_console=1") {
+		t.Errorf("annotation enabling the debug shell: %v", err)
+	}
 }

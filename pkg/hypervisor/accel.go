@@ -45,3 +45,11 @@ func resolveAccel(a Accelerator) (Accelerator, string, error) {
 	}
 	return AccelTCG, "auto: " + why + "; using TCG emulation", nil
 }
+
+// Accelerator is the accelerator the started VM runs under and why it was
+// chosen ("" before Start).
+func (q *QEMU) Accelerator() (Accelerator, string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.accel, q.accelWhy
+}

@@ -30,6 +30,9 @@ type console struct {
 	log  *slog.Logger
 	tail *tailBuffer
 	done chan struct{}
+	// lines copies the console, line by line and rate-limited, into the
+	// shim's log (nil: no copy).
+	lines *guestLog
 
 	// Owned by the run goroutine alone.
 	f    *os.File
@@ -38,7 +41,7 @@ type console struct {
 
 // startConsole opens the pipe and the log and starts draining. The caller
 // hands w to QEMU and closes its own copy once QEMU has started.
-func startConsole(path string, max int64, log *slog.Logger) (w *os.File, c *console, err error) {
+func startConsole(path string, max int64, log *slog.Logger, lines *guestLog) (w *os.File, c *console, err error) {
 	f, err := openConsoleFile(path)
 	if err != nil {
 		return nil, nil, err
@@ -48,7 +51,7 @@ func startConsole(path string, max int64, log *slog.Logger) (w *os.File, c *cons
 		f.Close()
 		return nil, nil, fmt.Errorf("console pipe: %w", err)
 	}
-	c = &console{path: path, max: max, log: log, tail: newTailBuffer(4 << 10), done: make(chan struct{}), f: f}
+	c = &console{path: path, max: max, log: log, tail: newTailBuffer(4 << 10), done: make(chan struct{}), f: f, lines: lines}
 	go c.run(r)
 	return w, c, nil
 }
@@ -83,10 +86,16 @@ func (c *console) run(r *os.File) {
 		c.f.Close()
 		c.f = nil
 	}
+	if c.lines != nil {
+		c.lines.Close()
+	}
 }
 
 func (c *console) write(p []byte) {
 	_, _ = c.tail.Write(p)
+	if c.lines != nil {
+		c.lines.Write(p)
+	}
 	for len(p) > 0 && c.f != nil {
 		if c.size >= c.max {
 			c.rotate()

@@ -14,7 +14,7 @@ import (
 func TestConsoleCapsAndRotates(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, consoleFile)
-	w, c, err := startConsole(path, 1000, slog.New(slog.DiscardHandler))
+	w, c, err := startConsole(path, 1000, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestConsoleCapsAndRotates(t *testing.T) {
 func TestConsoleDrainsWhenTheFileFails(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, consoleFile)
-	w, c, err := startConsole(path, 100, slog.New(slog.DiscardHandler))
+	w, c, err := startConsole(path, 100, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +84,13 @@ func TestConsoleDoesNotFollowSymlinks(t *testing.T) {
 	if err := os.Symlink(target, filepath.Join(dir, consoleFile)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := startConsole(filepath.Join(dir, consoleFile), 100, slog.New(slog.DiscardHandler)); err == nil {
+	if _, _, err := startConsole(filepath.Join(dir, consoleFile), 100, slog.New(slog.DiscardHandler), nil); err == nil {
 		t.Fatal("console log opened through a symlink")
 	}
 }
 
 func TestConsoleTailIsPrintable(t *testing.T) {
-	w, c, err := startConsole(filepath.Join(t.TempDir(), consoleFile), 100, slog.New(slog.DiscardHandler))
+	w, c, err := startConsole(filepath.Join(t.TempDir(), consoleFile), 100, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,9 @@ type QEMU struct {
 	exitErr error
 	stderr  *tailBuffer
 	console *console
+	// accel is the accelerator Start chose, and why.
+	accel    Accelerator
+	accelWhy string
 
 	exited chan struct{}
 }
@@ -142,6 +145,9 @@ func (q *QEMU) Start(ctx context.Context) error {
 		return err
 	}
 	q.log.Info("accelerator chosen", "accel", accel, "reason", why)
+	q.mu.Lock()
+	q.accel, q.accelWhy = accel, why
+	q.mu.Unlock()
 	l := &launch{cfg: &q.cfg, accel: accel, tscKHz: hostTSCkHz(), devices: devices, vsockCID: q.vsockCID()}
 	if l.runAs, err = q.chooseRunAs(devices); err != nil {
 		return err
@@ -246,7 +252,7 @@ func (q *QEMU) startQEMU(ctx context.Context, l *launch) error {
 	// QEMU outliving a crashed shim ends when the agent sees the shim's
 	// connection drop and powers off, or at shim delete (recorded pids).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log)
+	consoleW, cons, err := startConsole(filepath.Join(q.cfg.StateDir, consoleFile), consoleCap, q.log, newGuestLog(q.log, q.cfg.Debug))
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,8 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every line about this pod, the guest's own included, names it.
+	o.Logger = o.Logger.With("sandbox_id", o.ID)
 	if o.Deps.NewHypervisor == nil {
 		o.Deps = DefaultDeps()
 	}
@@ -148,7 +150,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	vm, err := o.Deps.NewHypervisor(hypervisor.Config{
 		AgentSecret: secret,
 		QEMUPath:    h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
-		KernelParams: h.KernelParams, MachineType: h.MachineType,
+		KernelParams: guestKernelParams(cfg), MachineType: h.MachineType,
 		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
 		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,
 		Debug: cfg.Runtime.Debug, Logger: o.Logger,

@@ -111,6 +111,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		go s.forwardOOM(sb)
 	}
 	s.mu.Unlock()
+	if owner {
+		s.startOperator(ctx, sb, spec)
+	}
 	s.events.publish(topicCreate, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
+	"github.com/kata-go/kata-go/pkg/metrics"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
@@ -34,6 +35,9 @@ type service struct {
 	sb        *sandbox.Sandbox
 	sandboxID string
 	tasks     map[string]*task
+	// metrics and debug are the operator's endpoints (operator.go).
+	metrics *metrics.Server
+	debug   *debugServer
 }
 
 var _ taskAPI.TaskService = (*service)(nil)
@@ -106,6 +110,7 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	if n > 0 {
 		return empty, nil
 	}
+	s.stopOperator()
 	if sb != nil {
 		if err := sb.Stop(ctx); err != nil {
 			s.log.Warn("stop sandbox at shutdown", "err", err)

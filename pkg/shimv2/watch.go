@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/kata-go/kata-go/pkg/agentapi"
+	"github.com/kata-go/kata-go/pkg/metrics"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 )
 
@@ -67,6 +68,7 @@ func (s *service) forwardOOM(sb *sandbox.Sandbox) {
 		id := ev.GetContainerId()
 		if t := s.oomTask(sb, id); t != nil {
 			if t.markOOM() {
+				metrics.OOMKills.Inc()
 				s.events.publish(topicOOM, &eventstypes.TaskOOM{ContainerID: t.id})
 			}
 			continue // a repeat: already published once
