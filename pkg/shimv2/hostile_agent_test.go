@@ -61,9 +61,11 @@ func hostile(t *testing.T, script func([]string) sandboxtest.Behavior, rig func(
 // (the agent never said it exited) ends, so the harness can delete it.
 func (h *harness) killVM() {
 	if h.env.VM != nil {
-		h.env.VM.Kill()
+		h.env.VM.Kill() // over the real agent, this also drops its connection
 	}
-	h.env.Fake.Die()
+	if h.env.Fake != nil {
+		h.env.Fake.Die()
+	}
 }
 
 // timed runs a containerd request and fails the test if it takes longer
