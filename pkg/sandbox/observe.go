@@ -34,7 +34,11 @@ func (s *Sandbox) Accelerator() (string, string) {
 }
 
 // GuestMetrics asks the agent for the guest's own figures.
+// Bounded like every agent call: an agent that never answers must not hold
+// a scrape (or its goroutine) open.
 func (s *Sandbox) GuestMetrics(ctx context.Context) (*agentapi.GuestMetrics, error) {
+	ctx, cancel := s.requestCtx(ctx)
+	defer cancel()
 	return s.agent.GetGuestMetrics(ctx, &agentapi.Empty{})
 }
 
