@@ -9,7 +9,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kata-go/kata-go/internal/agent"
-	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/sandbox"
 	"github.com/kata-go/kata-go/pkg/sandbox/sandboxtest"
 )
@@ -17,7 +16,7 @@ import (
 // The real agent's refusals reach the sandbox's callers with their class:
 // errdefs tests see through the sandbox's %w context.
 func TestAgentRefusalsKeepTheirClass(t *testing.T) {
-	deps, env := sandboxtest.Deps(t, agent.Options{})
+	deps, _ := sandboxtest.Deps(t, agent.Options{})
 	sb, _, err := start(t, spec("sleep", "100"), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -56,24 +55,10 @@ func TestAgentRefusalsKeepTheirClass(t *testing.T) {
 	if _, err := c.AddExec(ctx, "late", &specs.Process{Args: []string{"true"}, Cwd: "/"}, sandbox.IO{}); err == nil {
 		t.Fatal("exec into a stopped container accepted")
 	}
-	// The guest forgot a running container behind the host's back: the
-	// agent's NotFound reaches the caller with its class.
-	c2, err := sb.CreateContainer(ctx, sandbox.ContainerOptions{ID: "c2", Bundle: t.TempDir(), Spec: spec("sleep", "100")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Agent.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: "c2"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.Pause(ctx); !errdefs.IsNotFound(err) {
-		t.Fatalf("pause of a container the guest does not have: %v, want NotFound", err)
-	}
-	if _, err := c2.Stats(ctx); !errdefs.IsNotFound(err) {
-		t.Fatalf("stats of a container the guest does not have: %v, want NotFound", err)
-	}
+	// A container the guest forgot answers NotFound from the agent; that
+	// class reaching callers through %w is agenterr_test.go's. (Asked here
+	// it raced the host's own view: the guest reports the forgotten init's
+	// exit, and the state machine then refuses first.)
 }
 
 // The guest's clock is set at start and kept by SyncClock.
