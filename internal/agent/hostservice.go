@@ -31,6 +31,7 @@ type Service struct {
 	runner *hostRunner
 	mount  *hostMounter
 	clock  *offsetClock
+	seeds  *hostEntropy
 }
 
 // NewService returns the agent service over host edges.
@@ -41,8 +42,17 @@ func NewService(o Options) *Service {
 	clk := &offsetClock{off: o.ClockOffset}
 	s := newService(r, ex, m, uptime())
 	s.clock = clk
+	seeds := &hostEntropy{}
+	s.entropy = seeds
 	s.oomKilled = r.oomKilled
-	return &Service{AgentService: s, svc: s, runner: r, mount: m, clock: clk}
+	return &Service{AgentService: s, svc: s, runner: r, mount: m, clock: clk, seeds: seeds}
+}
+
+// Seeds are the entropy seeds the service was asked to add, in order.
+func (s *Service) Seeds() [][]byte {
+	s.seeds.mu.Lock()
+	defer s.seeds.mu.Unlock()
+	return append([][]byte(nil), s.seeds.seeds...)
 }
 
 // Shutdown kills every process the service started (DestroySandbox).

@@ -19,9 +19,27 @@ func (s *service) UpdateInterface(ctx context.Context, r *agentapi.UpdateInterfa
 	if want == nil {
 		return nil, errf(codes.InvalidArgument, "interface is required")
 	}
-	link, err := findLink(want)
+	find := want
+	if r.CurrentHwAddr != "" {
+		find = &agentapi.Interface{HwAddr: r.CurrentHwAddr}
+	}
+	link, err := findLink(find)
 	if err != nil {
 		return nil, errf(codes.NotFound, "%v", err)
+	}
+	if r.CurrentHwAddr != "" && want.HwAddr != "" && !strings.EqualFold(r.CurrentHwAddr, want.HwAddr) {
+		mac, err := net.ParseMAC(want.HwAddr)
+		if err != nil {
+			return nil, errf(codes.InvalidArgument, "mac %q: %v", want.HwAddr, err)
+		}
+		// The link is still down (a template never brings it up), so
+		// the device takes the new address before any frame leaves.
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return nil, errf(codes.Internal, "set mac of %s to %s: %v", link.Attrs().Name, mac, err)
+		}
+		if link, err = netlink.LinkByIndex(link.Attrs().Index); err != nil {
+			return nil, errf(codes.Internal, "re-read %s: %v", find.HwAddr, err)
+		}
 	}
 	if want.Mtu > 0 {
 		if err := netlink.LinkSetMTU(link, int(want.Mtu)); err != nil {

@@ -21,6 +21,7 @@ type service struct {
 	exits   exitSource
 	mounter mounter
 	clock   wallClock
+	entropy entropyPool
 	started time.Duration // guest uptime when serving began
 
 	// mu guards containers. It is never held across a blocking call
@@ -43,6 +44,7 @@ func newService(r runner, exits exitSource, m mounter, started time.Duration) *s
 		exits:      exits,
 		mounter:    m,
 		clock:      guestClock{},
+		entropy:    guestEntropy{},
 		started:    started,
 		containers: map[string]*container{},
 		ooms:       newOOMQueue(),

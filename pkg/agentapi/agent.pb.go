@@ -1661,8 +1661,12 @@ func (x *Interface) GetAddresses() []*IPAddress {
 }
 
 type UpdateInterfaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Interface     *Interface             `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Interface *Interface             `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	// The MAC the guest's NIC has now, when it is not interface.hw_addr
+	// (a VM from a template has the template's): the agent finds the NIC
+	// by it and gives it interface.hw_addr.
+	CurrentHwAddr string `protobuf:"bytes,2,opt,name=current_hw_addr,json=currentHwAddr,proto3" json:"current_hw_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1706,13 @@ func (x *UpdateInterfaceRequest) GetInterface() *Interface {
 		return x.Interface
 	}
 	return nil
+}
+
+func (x *UpdateInterfaceRequest) GetCurrentHwAddr() string {
+	if x != nil {
+		return x.CurrentHwAddr
+	}
+	return ""
 }
 
 type Route struct {
@@ -2389,6 +2400,51 @@ func (x *DebugShellWaitResponse) GetExitStatus() int32 {
 	return 0
 }
 
+type ReseedRandomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 32 to 512 bytes from the host's CSPRNG.
+	Seed          []byte `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReseedRandomRequest) Reset() {
+	*x = ReseedRandomRequest{}
+	mi := &file_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReseedRandomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReseedRandomRequest) ProtoMessage() {}
+
+func (x *ReseedRandomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReseedRandomRequest.ProtoReflect.Descriptor instead.
+func (*ReseedRandomRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ReseedRandomRequest) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2507,9 +2563,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\ahw_addr\x18\x02 \x01(\tR\x06hwAddr\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x128\n" +
-	"\taddresses\x18\x04 \x03(\v2\x1a.katago.agent.v1.IPAddressR\taddresses\"R\n" +
+	"\taddresses\x18\x04 \x03(\v2\x1a.katago.agent.v1.IPAddressR\taddresses\"z\n" +
 	"\x16UpdateInterfaceRequest\x128\n" +
-	"\tinterface\x18\x01 \x01(\v2\x1a.katago.agent.v1.InterfaceR\tinterface\"\x89\x01\n" +
+	"\tinterface\x18\x01 \x01(\v2\x1a.katago.agent.v1.InterfaceR\tinterface\x12&\n" +
+	"\x0fcurrent_hw_addr\x18\x02 \x01(\tR\rcurrentHwAddr\"\x89\x01\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
@@ -2549,7 +2606,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04cols\x18\x03 \x01(\rR\x04cols\"9\n" +
 	"\x16DebugShellWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
-	"exitStatus2\xd8\x13\n" +
+	"exitStatus\")\n" +
+	"\x13ReseedRandomRequest\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed2\xa6\x14\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.katago.agent.v1.CheckRequest\x1a\x1e.katago.agent.v1.CheckResponse\x12N\n" +
 	"\rCreateSandbox\x12%.katago.agent.v1.CreateSandboxRequest\x1a\x16.katago.agent.v1.Empty\x12P\n" +
@@ -2584,7 +2643,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eDebugShellRead\x12&.katago.agent.v1.DebugShellReadRequest\x1a'.katago.agent.v1.DebugShellReadResponse\x12T\n" +
 	"\x10DebugShellResize\x12(.katago.agent.v1.DebugShellResizeRequest\x1a\x16.katago.agent.v1.Empty\x12]\n" +
 	"\x0eDebugShellWait\x12\".katago.agent.v1.DebugShellRequest\x1a'.katago.agent.v1.DebugShellWaitResponse\x12L\n" +
-	"\x0eDebugShellKill\x12\".katago.agent.v1.DebugShellRequest\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
+	"\x0eDebugShellKill\x12\".katago.agent.v1.DebugShellRequest\x1a\x16.katago.agent.v1.Empty\x12L\n" +
+	"\fReseedRandom\x12$.katago.agent.v1.ReseedRandomRequest\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2598,7 +2658,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: katago.agent.v1.Empty
 	(*CheckRequest)(nil),            // 1: katago.agent.v1.CheckRequest
@@ -2642,6 +2702,7 @@ var file_agent_proto_goTypes = []any{
 	(*DebugShellReadResponse)(nil),  // 39: katago.agent.v1.DebugShellReadResponse
 	(*DebugShellResizeRequest)(nil), // 40: katago.agent.v1.DebugShellResizeRequest
 	(*DebugShellWaitResponse)(nil),  // 41: katago.agent.v1.DebugShellWaitResponse
+	(*ReseedRandomRequest)(nil),     // 42: katago.agent.v1.ReseedRandomRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: katago.agent.v1.CreateSandboxRequest.storages:type_name -> katago.agent.v1.Storage
@@ -2682,38 +2743,40 @@ var file_agent_proto_depIdxs = []int32{
 	40, // 35: katago.agent.v1.Agent.DebugShellResize:input_type -> katago.agent.v1.DebugShellResizeRequest
 	36, // 36: katago.agent.v1.Agent.DebugShellWait:input_type -> katago.agent.v1.DebugShellRequest
 	36, // 37: katago.agent.v1.Agent.DebugShellKill:input_type -> katago.agent.v1.DebugShellRequest
-	2,  // 38: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
-	0,  // 39: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
-	0,  // 40: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
-	7,  // 41: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
-	0,  // 42: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
-	0,  // 43: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
-	0,  // 44: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
-	0,  // 45: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
-	0,  // 46: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
-	23, // 47: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
-	24, // 48: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
-	11, // 49: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
-	0,  // 50: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
-	13, // 51: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
-	15, // 52: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
-	0,  // 53: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
-	17, // 54: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
-	17, // 55: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
-	0,  // 56: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
-	25, // 57: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
-	27, // 58: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
-	0,  // 59: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
-	32, // 60: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
-	33, // 61: katago.agent.v1.Agent.GetGuestMetrics:output_type -> katago.agent.v1.GuestMetrics
-	35, // 62: katago.agent.v1.Agent.StartDebugShell:output_type -> katago.agent.v1.DebugShellResponse
-	0,  // 63: katago.agent.v1.Agent.DebugShellWrite:output_type -> katago.agent.v1.Empty
-	39, // 64: katago.agent.v1.Agent.DebugShellRead:output_type -> katago.agent.v1.DebugShellReadResponse
-	0,  // 65: katago.agent.v1.Agent.DebugShellResize:output_type -> katago.agent.v1.Empty
-	41, // 66: katago.agent.v1.Agent.DebugShellWait:output_type -> katago.agent.v1.DebugShellWaitResponse
-	0,  // 67: katago.agent.v1.Agent.DebugShellKill:output_type -> katago.agent.v1.Empty
-	38, // [38:68] is the sub-list for method output_type
-	8,  // [8:38] is the sub-list for method input_type
+	42, // 38: katago.agent.v1.Agent.ReseedRandom:input_type -> katago.agent.v1.ReseedRandomRequest
+	2,  // 39: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
+	0,  // 40: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
+	0,  // 41: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
+	7,  // 42: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
+	0,  // 43: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
+	0,  // 44: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
+	0,  // 45: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
+	0,  // 46: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
+	0,  // 47: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
+	23, // 48: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
+	24, // 49: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
+	11, // 50: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
+	0,  // 51: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
+	13, // 52: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
+	15, // 53: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
+	0,  // 54: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
+	17, // 55: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
+	17, // 56: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
+	0,  // 57: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
+	25, // 58: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
+	27, // 59: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
+	0,  // 60: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
+	32, // 61: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
+	33, // 62: katago.agent.v1.Agent.GetGuestMetrics:output_type -> katago.agent.v1.GuestMetrics
+	35, // 63: katago.agent.v1.Agent.StartDebugShell:output_type -> katago.agent.v1.DebugShellResponse
+	0,  // 64: katago.agent.v1.Agent.DebugShellWrite:output_type -> katago.agent.v1.Empty
+	39, // 65: katago.agent.v1.Agent.DebugShellRead:output_type -> katago.agent.v1.DebugShellReadResponse
+	0,  // 66: katago.agent.v1.Agent.DebugShellResize:output_type -> katago.agent.v1.Empty
+	41, // 67: katago.agent.v1.Agent.DebugShellWait:output_type -> katago.agent.v1.DebugShellWaitResponse
+	0,  // 68: katago.agent.v1.Agent.DebugShellKill:output_type -> katago.agent.v1.Empty
+	0,  // 69: katago.agent.v1.Agent.ReseedRandom:output_type -> katago.agent.v1.Empty
+	39, // [39:70] is the sub-list for method output_type
+	8,  // [8:39] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -2730,7 +2793,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

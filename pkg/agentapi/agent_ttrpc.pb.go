@@ -38,6 +38,7 @@ type AgentService interface {
 	DebugShellResize(context.Context, *DebugShellResizeRequest) (*Empty, error)
 	DebugShellWait(context.Context, *DebugShellRequest) (*DebugShellWaitResponse, error)
 	DebugShellKill(context.Context, *DebugShellRequest) (*Empty, error)
+	ReseedRandom(context.Context, *ReseedRandomRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -252,6 +253,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.DebugShellKill(ctx, &req)
+			},
+			"ReseedRandom": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReseedRandomRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReseedRandom(ctx, &req)
 			},
 		},
 	})
@@ -502,6 +510,14 @@ func (c *agentClient) DebugShellWait(ctx context.Context, req *DebugShellRequest
 func (c *agentClient) DebugShellKill(ctx context.Context, req *DebugShellRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "DebugShellKill", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ReseedRandom(ctx context.Context, req *ReseedRandomRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "ReseedRandom", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -40,6 +40,8 @@ type Config struct {
 	// bytes), handed to the guest out of band: for QEMU a fw_cfg file
 	// written 0600 in StateDir and removed once QEMU has read it.
 	AgentSecret []byte
+	// Template makes a VM template, or starts the VM from one.
+	Template TemplateConfig
 	// Debug keeps the guest kernel verbose on the console.
 	Debug  bool
 	Logger *slog.Logger

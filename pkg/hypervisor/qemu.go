@@ -140,6 +140,9 @@ func (q *QEMU) Start(ctx context.Context) error {
 	devices := append([]Device(nil), q.devices...)
 	q.mu.Unlock()
 
+	if err := q.cfg.validateTemplate(devices); err != nil {
+		return err
+	}
 	accel, why, err := resolveAccel(q.cfg.Accelerator)
 	if err != nil {
 		return err
@@ -152,7 +155,8 @@ func (q *QEMU) Start(ctx context.Context) error {
 	if l.runAs, err = q.chooseRunAs(devices); err != nil {
 		return err
 	}
-	if len(q.cfg.AgentSecret) > 0 {
+	// A clone's agent already holds the template's secret.
+	if len(q.cfg.AgentSecret) > 0 && q.cfg.Template.Mode != FromTemplate {
 		path, err := writeSecret(q.cfg.StateDir, q.cfg.AgentSecret)
 		if err != nil {
 			return err
@@ -188,6 +192,9 @@ func (q *QEMU) Start(ctx context.Context) error {
 		q.mu.Unlock()
 		l.cpu = "host,-arch-capabilities"
 		err = q.startQEMU(ctx, l)
+	}
+	if err == nil && q.cfg.Template.Mode == FromTemplate {
+		err = q.restoreState(ctx)
 	}
 	if err != nil {
 		q.killAll()

@@ -123,7 +123,8 @@ func (l *launch) args() []string {
 		machine += ",acpi=off,x-option-roms=off"
 	}
 	shared := l.needsSharedMemory()
-	if shared {
+	tmpl := c.Template.Mode != NoTemplate
+	if shared || tmpl {
 		machine += ",memory-backend=mem"
 	}
 	accel := string(l.accel)
@@ -138,9 +139,6 @@ func (l *launch) args() []string {
 		"-cpu", l.cpu,
 		"-smp", strconv.Itoa(c.VCPUs),
 		"-m", strconv.Itoa(c.MemoryMiB) + "M",
-		"-kernel", c.Kernel,
-		"-initrd", c.Initrd,
-		"-append", l.kernelParams(),
 		// The console goes to a pipe the host drains into a capped file: a
 		// file QEMU wrote itself would grow for as long as the guest writes.
 		// The fdset form is QEMU's own way to hand it an open fd and needs
@@ -154,18 +152,36 @@ func (l *launch) args() []string {
 		"-qmp", "unix:" + filepath.Join(dir, qmpSocket) + ",server=on,wait=off",
 		"-sandbox", sandboxOpt(l.runAs != ""),
 	}
+	if c.Template.Mode == FromTemplate {
+		// The guest is already booted: no kernel to load (QEMU answers
+		// QMP sooner without), and the device state comes over QMP.
+		a = append(a, "-incoming", "defer")
+	} else {
+		a = append(a, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", l.kernelParams())
+	}
 	if l.runAs != "" {
 		// QEMU opens everything it needs (sockets, memfd, kernel, initrd,
 		// fw_cfg file, /dev/kvm) as root, then drops to this uid:gid and
 		// clears its supplementary groups.
 		a = append(a, "-runas", l.runAs)
 	}
-	if l.secretPath != "" {
+	if l.secretPath != "" && c.Template.Mode != FromTemplate {
 		// A comma in the path would end the option's value; QEMU reads ",,"
 		// as one comma.
 		a = append(a, "-fw_cfg", "name="+channel.SecretFwCfgName+",file="+strings.ReplaceAll(l.secretPath, ",", ",,"))
 	}
-	if shared {
+	switch {
+	case tmpl:
+		// A template's RAM is a file: shared while the template is made,
+		// so the file ends up holding the guest's memory; private in a
+		// clone, so the clone's writes stay in its own pages.
+		share := "on"
+		if c.Template.Mode == FromTemplate {
+			share = "off"
+		}
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
+			c.MemoryMiB, strings.ReplaceAll(c.Template.MemoryPath, ",", ",,"), share))
+	case shared:
 		// virtio-fs needs guest RAM the daemon can map; memfd is only
 		// allocated as the guest touches it.
 		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB))
@@ -174,8 +190,17 @@ func (l *launch) args() []string {
 		a = append(a, "-global", "virtio-mmio.force-legacy=off")
 	}
 	// Free page reporting: pages the guest frees (the unpacked initrd, exited
-	// containers) go back to the host instead of staying resident.
-	a = append(a, "-device", l.dev("virtio-balloon")+",free-page-reporting=on")
+	// containers) go back to the host instead of staying resident. Never
+	// with a template: QEMU returns a reported page of a file-backed RAM
+	// block by punching a hole in the file, and a clone's file is the
+	// template every other clone maps (measured: the template's memory
+	// file shrank while a clone ran). The template and its clones must
+	// offer the same features, so both go without.
+	fpr := "on"
+	if tmpl {
+		fpr = "off"
+	}
+	a = append(a, "-device", l.dev("virtio-balloon")+",free-page-reporting="+fpr)
 	switch c.Transport {
 	case TransportVsock:
 		a = append(a, "-device", fmt.Sprintf("%s,guest-cid=%d", l.dev("vhost-vsock"), l.vsockCID))
@@ -209,8 +234,14 @@ func (l *launch) args() []string {
 				fd++
 			}
 			id := fmt.Sprintf("net%d", nnet)
+			backend := fmt.Sprintf("tap,id=%s,fds=%s,vhost=off", id, strings.Join(fds, ":"))
+			if len(fds) == 0 {
+				// A template's NIC: the device its clones will have, with
+				// a backend that goes nowhere (a hub port alone on its hub).
+				backend = fmt.Sprintf("hubport,id=%s,hubid=%d", id, nnet)
+			}
 			a = append(a,
-				"-netdev", fmt.Sprintf("tap,id=%s,fds=%s,vhost=off", id, strings.Join(fds, ":")),
+				"-netdev", backend,
 				"-device", fmt.Sprintf("%s,netdev=%s,mac=%s", l.dev("virtio-net"), id, d.MAC))
 			nnet++
 		case Block:

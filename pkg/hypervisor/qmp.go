@@ -78,18 +78,30 @@ func (q *qmp) execute(ctx context.Context, cmd string, args map[string]any) (jso
 	if _, err := q.conn.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("QMP %s: %w", cmd, err)
 	}
+	var ret json.RawMessage
+	if err := q.awaitReply(cmd, &ret); err != nil {
+		return nil, err
+	}
+	return ret, nil
+}
+
+// awaitReply reads up to the command's answer, skipping events; q.mu is held.
+func (q *qmp) awaitReply(cmd string, ret *json.RawMessage) error {
 	for {
 		var rep qmpReply
 		if err := q.readReply(&rep); err != nil {
-			return nil, fmt.Errorf("QMP %s: %w", cmd, err)
+			return fmt.Errorf("QMP %s: %w", cmd, err)
 		}
 		if rep.Event != "" {
 			continue
 		}
 		if rep.Error != nil {
-			return nil, fmt.Errorf("QMP %s: %s: %s", cmd, rep.Error.Class, rep.Error.Desc)
+			return fmt.Errorf("QMP %s: %s: %s", cmd, rep.Error.Class, rep.Error.Desc)
 		}
-		return rep.Return, nil
+		if ret != nil {
+			*ret = rep.Return
+		}
+		return nil
 	}
 }
 

@@ -492,3 +492,11 @@ func (a *Agent) SyncClock(_ context.Context, r *agentapi.SyncClockRequest) (*age
 	a.clockOffset += time.Duration(r.StepNs)
 	return &agentapi.SyncClockResponse{GuestUnixNs: time.Now().Add(a.clockOffset).UnixNano()}, nil
 }
+
+func (a *Agent) ReseedRandom(context.Context, *agentapi.ReseedRandomRequest) (*agentapi.Empty, error) {
+	a.record("ReseedRandom")
+	if err := a.dead(); err != nil {
+		return nil, err
+	}
+	return &agentapi.Empty{}, nil
+}
