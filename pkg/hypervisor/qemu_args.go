@@ -190,17 +190,16 @@ func (l *launch) args() []string {
 		a = append(a, "-global", "virtio-mmio.force-legacy=off")
 	}
 	// Free page reporting: pages the guest frees (the unpacked initrd, exited
-	// containers) go back to the host instead of staying resident. Never
-	// with a template: QEMU returns a reported page of a file-backed RAM
-	// block by punching a hole in the file, and a clone's file is the
-	// template every other clone maps (measured: the template's memory
-	// file shrank while a clone ran). The template and its clones must
-	// offer the same features, so both go without.
-	fpr := "on"
-	if tmpl {
-		fpr = "off"
+	// containers) go back to the host instead of staying resident. Never a
+	// balloon with a template: QEMU gives back a page of file-backed RAM by
+	// punching a hole in the file, and a clone's file is the template every
+	// other clone maps (measured: the template's memory file shrank while a
+	// clone with free page reporting ran). A guest can also inflate a
+	// balloon unasked, so a hostile clone could zero pages under its
+	// siblings; without the device no guest request discards RAM.
+	if !tmpl {
+		a = append(a, "-device", l.dev("virtio-balloon")+",free-page-reporting=on")
 	}
-	a = append(a, "-device", l.dev("virtio-balloon")+",free-page-reporting="+fpr)
 	switch c.Transport {
 	case TransportVsock:
 		a = append(a, "-device", fmt.Sprintf("%s,guest-cid=%d", l.dev("vhost-vsock"), l.vsockCID))
