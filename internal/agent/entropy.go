@@ -67,3 +67,13 @@ func (guestEntropy) reseed(seed []byte) error {
 	}
 	return nil
 }
+
+// PrepareTemplate: the host is about to save this VM as a template and
+// will hang up first. That hang-up must not power the VM off as a lost
+// shim's does; the next host to connect is a clone's.
+func (s *service) PrepareTemplate(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
+	if s.forTemplate != nil {
+		s.forTemplate()
+	}
+	return &agentapi.Empty{}, nil
+}

@@ -53,12 +53,15 @@ type guardedListener struct {
 	slots  chan struct{} // one token per handshake in flight
 	once   sync.Once
 
-	// mu guards active, refused and onHangup.
+	// mu guards active, refused, onHangup and template.
 	mu      sync.Mutex
 	active  bool
 	refused int
 	// onHangup runs when a proven connection closes.
 	onHangup func()
+	// template says the host is saving this VM as a template: its
+	// hang-up is not the pod's end, the next host is a clone's.
+	template bool
 }
 
 var _ net.Listener = (*guardedListener)(nil)
@@ -144,10 +147,22 @@ func (g *guardedListener) release() {
 	g.mu.Lock()
 	g.active = false
 	hangup := g.onHangup
+	if g.template {
+		g.template, hangup = false, nil
+	}
 	g.mu.Unlock()
 	if hangup != nil {
 		go hangup()
 	}
+}
+
+// holdForTemplate lets the current host hang up without ending the VM:
+// the host saves it as a template, and each clone's host connects anew.
+// Only the next hang-up is spared.
+func (g *guardedListener) holdForTemplate() {
+	g.mu.Lock()
+	g.template = true
+	g.mu.Unlock()
 }
 
 // whenHostHangsUp sets what to do once the host's proven connection ends.

@@ -54,7 +54,9 @@ func Run(ver string) error {
 	if err != nil {
 		return fmt.Errorf("ttrpc server: %w", err)
 	}
-	agentapi.RegisterAgentService(srv, newService(libctRunner{}, r, newGuestMounter(), started))
+	svc := newService(libctRunner{}, r, newGuestMounter(), started)
+	svc.forTemplate = l.holdForTemplate
+	agentapi.RegisterAgentService(srv, svc)
 	Logf("serving on %s at uptime %s", l.Addr(), started)
 	return srv.Serve(context.Background(), l)
 }

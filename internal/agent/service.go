@@ -32,6 +32,9 @@ type service struct {
 	ooms *oomQueue
 	// oomKilled says whether a container's cgroup saw an OOM kill.
 	oomKilled func(id string) bool
+	// forTemplate spares the VM at the host's next hang-up (nil: no
+	// channel to spare, as on the host in tests).
+	forTemplate func()
 	// debug are the operator's debug shells (rpc_debug.go).
 	debug *debugShells
 }

@@ -2608,7 +2608,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
 	"exitStatus\")\n" +
 	"\x13ReseedRandomRequest\x12\x12\n" +
-	"\x04seed\x18\x01 \x01(\fR\x04seed2\xa6\x14\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed2\xe9\x14\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.katago.agent.v1.CheckRequest\x1a\x1e.katago.agent.v1.CheckResponse\x12N\n" +
 	"\rCreateSandbox\x12%.katago.agent.v1.CreateSandboxRequest\x1a\x16.katago.agent.v1.Empty\x12P\n" +
@@ -2644,7 +2644,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x10DebugShellResize\x12(.katago.agent.v1.DebugShellResizeRequest\x1a\x16.katago.agent.v1.Empty\x12]\n" +
 	"\x0eDebugShellWait\x12\".katago.agent.v1.DebugShellRequest\x1a'.katago.agent.v1.DebugShellWaitResponse\x12L\n" +
 	"\x0eDebugShellKill\x12\".katago.agent.v1.DebugShellRequest\x1a\x16.katago.agent.v1.Empty\x12L\n" +
-	"\fReseedRandom\x12$.katago.agent.v1.ReseedRandomRequest\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
+	"\fReseedRandom\x12$.katago.agent.v1.ReseedRandomRequest\x1a\x16.katago.agent.v1.Empty\x12A\n" +
+	"\x0fPrepareTemplate\x12\x16.katago.agent.v1.Empty\x1a\x16.katago.agent.v1.EmptyB2Z0github.com/kata-go/kata-go/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2744,39 +2745,41 @@ var file_agent_proto_depIdxs = []int32{
 	36, // 36: katago.agent.v1.Agent.DebugShellWait:input_type -> katago.agent.v1.DebugShellRequest
 	36, // 37: katago.agent.v1.Agent.DebugShellKill:input_type -> katago.agent.v1.DebugShellRequest
 	42, // 38: katago.agent.v1.Agent.ReseedRandom:input_type -> katago.agent.v1.ReseedRandomRequest
-	2,  // 39: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
-	0,  // 40: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
-	0,  // 41: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
-	7,  // 42: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
-	0,  // 43: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
-	0,  // 44: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
-	0,  // 45: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
-	0,  // 46: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
-	0,  // 47: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
-	23, // 48: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
-	24, // 49: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
-	11, // 50: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
-	0,  // 51: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
-	13, // 52: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
-	15, // 53: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
-	0,  // 54: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
-	17, // 55: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
-	17, // 56: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
-	0,  // 57: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
-	25, // 58: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
-	27, // 59: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
-	0,  // 60: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
-	32, // 61: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
-	33, // 62: katago.agent.v1.Agent.GetGuestMetrics:output_type -> katago.agent.v1.GuestMetrics
-	35, // 63: katago.agent.v1.Agent.StartDebugShell:output_type -> katago.agent.v1.DebugShellResponse
-	0,  // 64: katago.agent.v1.Agent.DebugShellWrite:output_type -> katago.agent.v1.Empty
-	39, // 65: katago.agent.v1.Agent.DebugShellRead:output_type -> katago.agent.v1.DebugShellReadResponse
-	0,  // 66: katago.agent.v1.Agent.DebugShellResize:output_type -> katago.agent.v1.Empty
-	41, // 67: katago.agent.v1.Agent.DebugShellWait:output_type -> katago.agent.v1.DebugShellWaitResponse
-	0,  // 68: katago.agent.v1.Agent.DebugShellKill:output_type -> katago.agent.v1.Empty
-	0,  // 69: katago.agent.v1.Agent.ReseedRandom:output_type -> katago.agent.v1.Empty
-	39, // [39:70] is the sub-list for method output_type
-	8,  // [8:39] is the sub-list for method input_type
+	0,  // 39: katago.agent.v1.Agent.PrepareTemplate:input_type -> katago.agent.v1.Empty
+	2,  // 40: katago.agent.v1.Agent.Check:output_type -> katago.agent.v1.CheckResponse
+	0,  // 41: katago.agent.v1.Agent.CreateSandbox:output_type -> katago.agent.v1.Empty
+	0,  // 42: katago.agent.v1.Agent.DestroySandbox:output_type -> katago.agent.v1.Empty
+	7,  // 43: katago.agent.v1.Agent.CreateContainer:output_type -> katago.agent.v1.CreateContainerResponse
+	0,  // 44: katago.agent.v1.Agent.StartContainer:output_type -> katago.agent.v1.Empty
+	0,  // 45: katago.agent.v1.Agent.RemoveContainer:output_type -> katago.agent.v1.Empty
+	0,  // 46: katago.agent.v1.Agent.PauseContainer:output_type -> katago.agent.v1.Empty
+	0,  // 47: katago.agent.v1.Agent.ResumeContainer:output_type -> katago.agent.v1.Empty
+	0,  // 48: katago.agent.v1.Agent.UpdateContainer:output_type -> katago.agent.v1.Empty
+	23, // 49: katago.agent.v1.Agent.StatsContainer:output_type -> katago.agent.v1.StatsContainerResponse
+	24, // 50: katago.agent.v1.Agent.ListProcesses:output_type -> katago.agent.v1.ListProcessesResponse
+	11, // 51: katago.agent.v1.Agent.ExecProcess:output_type -> katago.agent.v1.ExecProcessResponse
+	0,  // 52: katago.agent.v1.Agent.SignalProcess:output_type -> katago.agent.v1.Empty
+	13, // 53: katago.agent.v1.Agent.WaitProcess:output_type -> katago.agent.v1.WaitProcessResponse
+	15, // 54: katago.agent.v1.Agent.WriteStdin:output_type -> katago.agent.v1.WriteStreamResponse
+	0,  // 55: katago.agent.v1.Agent.CloseStdin:output_type -> katago.agent.v1.Empty
+	17, // 56: katago.agent.v1.Agent.ReadStdout:output_type -> katago.agent.v1.ReadStreamResponse
+	17, // 57: katago.agent.v1.Agent.ReadStderr:output_type -> katago.agent.v1.ReadStreamResponse
+	0,  // 58: katago.agent.v1.Agent.TtyWinResize:output_type -> katago.agent.v1.Empty
+	25, // 59: katago.agent.v1.Agent.GetOOMEvent:output_type -> katago.agent.v1.OOMEvent
+	27, // 60: katago.agent.v1.Agent.UpdateInterface:output_type -> katago.agent.v1.Interface
+	0,  // 61: katago.agent.v1.Agent.UpdateRoutes:output_type -> katago.agent.v1.Empty
+	32, // 62: katago.agent.v1.Agent.SyncClock:output_type -> katago.agent.v1.SyncClockResponse
+	33, // 63: katago.agent.v1.Agent.GetGuestMetrics:output_type -> katago.agent.v1.GuestMetrics
+	35, // 64: katago.agent.v1.Agent.StartDebugShell:output_type -> katago.agent.v1.DebugShellResponse
+	0,  // 65: katago.agent.v1.Agent.DebugShellWrite:output_type -> katago.agent.v1.Empty
+	39, // 66: katago.agent.v1.Agent.DebugShellRead:output_type -> katago.agent.v1.DebugShellReadResponse
+	0,  // 67: katago.agent.v1.Agent.DebugShellResize:output_type -> katago.agent.v1.Empty
+	41, // 68: katago.agent.v1.Agent.DebugShellWait:output_type -> katago.agent.v1.DebugShellWaitResponse
+	0,  // 69: katago.agent.v1.Agent.DebugShellKill:output_type -> katago.agent.v1.Empty
+	0,  // 70: katago.agent.v1.Agent.ReseedRandom:output_type -> katago.agent.v1.Empty
+	0,  // 71: katago.agent.v1.Agent.PrepareTemplate:output_type -> katago.agent.v1.Empty
+	40, // [40:72] is the sub-list for method output_type
+	8,  // [8:40] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name

@@ -39,6 +39,7 @@ type AgentService interface {
 	DebugShellWait(context.Context, *DebugShellRequest) (*DebugShellWaitResponse, error)
 	DebugShellKill(context.Context, *DebugShellRequest) (*Empty, error)
 	ReseedRandom(context.Context, *ReseedRandomRequest) (*Empty, error)
+	PrepareTemplate(context.Context, *Empty) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -260,6 +261,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ReseedRandom(ctx, &req)
+			},
+			"PrepareTemplate": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req Empty
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PrepareTemplate(ctx, &req)
 			},
 		},
 	})
@@ -518,6 +526,14 @@ func (c *agentClient) DebugShellKill(ctx context.Context, req *DebugShellRequest
 func (c *agentClient) ReseedRandom(ctx context.Context, req *ReseedRandomRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "ReseedRandom", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) PrepareTemplate(ctx context.Context, req *Empty) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "katago.agent.v1.Agent", "PrepareTemplate", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

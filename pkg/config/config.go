@@ -24,6 +24,7 @@ type Config struct {
 	Hypervisor Hypervisor `toml:"hypervisor"`
 	Agent      Agent      `toml:"agent"`
 	Runtime    Runtime    `toml:"runtime"`
+	Factory    Factory    `toml:"factory"`
 	// Source is the file this was read from ("" for built-in defaults).
 	Source string `toml:"-"`
 }
@@ -73,6 +74,16 @@ type Runtime struct {
 	NetworkModel string `toml:"network_model"`
 }
 
+// Factory configures VM templates (docs/templates.md).
+type Factory struct {
+	// EnableTemplate restores each pod's VM from a template of its shape,
+	// made by the first pod that needs it.
+	EnableTemplate bool `toml:"enable_template"`
+	// TemplatePath holds the templates: root's alone, on a tmpfs so that
+	// a restore maps memory rather than reading a disk.
+	TemplatePath string `toml:"template_path"`
+}
+
 // Duration is a time.Duration written as "30s" in TOML.
 type Duration struct{ time.Duration }
 
@@ -106,6 +117,7 @@ func Default() Config {
 			CreateTimeout: Duration{30 * time.Second}, RequestTimeout: Duration{10 * time.Second},
 		},
 		Runtime: Runtime{StateRoot: "/run/kata-go", NetworkModel: "tcfilter"},
+		Factory: Factory{TemplatePath: "/run/kata-go-template"},
 	}
 }
 
@@ -191,7 +203,7 @@ func (c *Config) Validate() error {
 	}
 	for _, k := range []struct{ key, val string }{
 		{"hypervisor.path", h.Path}, {"hypervisor.kernel", h.Kernel}, {"hypervisor.initrd", h.Initrd},
-		{"runtime.state_root", c.Runtime.StateRoot},
+		{"runtime.state_root", c.Runtime.StateRoot}, {"factory.template_path", c.Factory.TemplatePath},
 	} {
 		if !strings.HasPrefix(k.val, "/") {
 			return fmt.Errorf("%s %q: must be an absolute path", k.key, k.val)

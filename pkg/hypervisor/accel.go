@@ -53,3 +53,7 @@ func (q *QEMU) Accelerator() (Accelerator, string) {
 	defer q.mu.Unlock()
 	return q.accel, q.accelWhy
 }
+
+// ResolveAccelerator is the accelerator a VM configured with a would run
+// under on this host now, and why.
+func ResolveAccelerator(a Accelerator) (Accelerator, string, error) { return resolveAccel(a) }

@@ -20,6 +20,7 @@ import (
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 	"github.com/kata-go/kata-go/pkg/network"
+	"github.com/kata-go/kata-go/pkg/vmtemplate"
 )
 
 // Guest paths and tags the host and agent agree on.
@@ -53,7 +54,11 @@ type Sandbox struct {
 	skel *skeleton
 	cfg  config.Config
 	vm   hypervisor.Hypervisor
-	size Size
+	// restored says the VM came from a template; sharedFS is how the
+	// pod's files reach it (a restored VM's is always 9p).
+	restored bool
+	sharedFS string
+	size     Size
 	// cgroup is the pod's host cgroup (nil: the spec names none).
 	cgroup *podCgroup
 	agent  Agent
@@ -147,20 +152,7 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		return nil, err
 	}
 	h := cfg.Hypervisor
-	vm, err := o.Deps.NewHypervisor(hypervisor.Config{
-		AgentSecret: secret,
-		QEMUPath:    h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
-		KernelParams: guestKernelParams(cfg), MachineType: h.MachineType,
-		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: vcpus, MemoryMiB: mem,
-		Transport: transport, StateDir: o.StateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,
-		Debug: cfg.Runtime.Debug, Logger: o.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := vm.AddDevice(hypervisor.SharedDir{Tag: shareTag, HostPath: filepath.Join(o.StateDir, exportName), Type: hypervisor.SharedFSType(h.SharedFS)}); err != nil {
-		return nil, err
-	}
+	hc := hypervisorConfig(cfg, size, transport, o.StateDir, secret, o.Logger)
 	netns := netnsOf(o.Spec)
 	pod, err := o.Deps.WireNetwork(netns, network.Model(cfg.Runtime.NetworkModel))
 	if err != nil {
@@ -183,13 +175,19 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 			pod.CloseFiles()
 		}
 	}()
+	var taps []hypervisor.NetTap
 	for i, ep := range pod.Endpoints {
-		if err := vm.AddDevice(hypervisor.NetTap{ID: fmt.Sprintf("net%d", i), MAC: ep.MAC, FDs: []*os.File{ep.TapFile}}); err != nil {
-			return nil, err
+		taps = append(taps, hypervisor.NetTap{ID: fmt.Sprintf("net%d", i), MAC: ep.MAC, FDs: []*os.File{ep.TapFile}})
+	}
+	var tmpl *vmtemplate.Template
+	if cfg.Factory.EnableTemplate {
+		var why string
+		if tmpl, why = templateFor(ctx, cfg, hc, len(taps), o.Deps); tmpl == nil {
+			o.Logger.Info("VM boots cold", "why", why)
 		}
 	}
 	s := &Sandbox{
-		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, vm: vm, size: size, log: o.Logger, deps: o.Deps,
+		ID: o.ID, stateDir: o.StateDir, tree: tree, skel: skel, cfg: cfg, size: size, log: o.Logger, deps: o.Deps, sharedFS: h.SharedFS,
 		dead: make(chan struct{}), containers: map[string]*Container{}, net: pod,
 	}
 	s.Phases.Begin = begin
@@ -202,9 +200,11 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := vm.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start VM: %w", err)
+	vm, err := s.startVM(ctx, hc, tmpl, taps)
+	if err != nil {
+		return nil, err
 	}
+	s.vm = vm
 	s.Phases.VMMSpawned = time.Now()
 	defer func() {
 		if retErr != nil {
@@ -228,17 +228,23 @@ func Start(ctx context.Context, o Options) (_ *Sandbox, retErr error) {
 		s.agent.Close()
 		return nil, err
 	}
-	hostname := ""
-	if o.Spec != nil {
-		hostname = o.Spec.Hostname
-	}
 	// The agent is untrusted from its first answer on: a guest that never
 	// answers fails the start in bounded time.
 	actx, cancel := s.createCtx(ctx)
 	defer cancel()
+	if s.restored {
+		if err := s.reseed(actx); err != nil {
+			s.agent.Close()
+			return nil, err
+		}
+	}
+	hostname := ""
+	if o.Spec != nil {
+		hostname = o.Spec.Hostname
+	}
 	if _, err := s.agent.CreateSandbox(actx, &agentapi.CreateSandboxRequest{
 		SandboxId: o.ID, Hostname: hostname,
-		Storages: []*agentapi.Storage{{Driver: guestFSDriver(h.SharedFS), Source: shareTag, MountPoint: guestSharedRoot}},
+		Storages: []*agentapi.Storage{{Driver: guestFSDriver(s.sharedFS), Source: shareTag, MountPoint: guestSharedRoot}},
 	}); err != nil {
 		s.agent.Close()
 		return nil, fmt.Errorf("create sandbox in guest: %w", s.explain(err))
@@ -278,9 +284,13 @@ func (s *Sandbox) configureGuestNetwork(ctx context.Context) error {
 		if i == 0 && s.net.GuestLinkAddr != "" {
 			addrs = append(addrs, &agentapi.IPAddress{Address: s.net.GuestLinkAddr})
 		}
-		r, err := s.agent.UpdateInterface(ctx, &agentapi.UpdateInterfaceRequest{Interface: &agentapi.Interface{
+		req := &agentapi.UpdateInterfaceRequest{Interface: &agentapi.Interface{
 			HwAddr: ep.MAC, Mtu: uint32(ep.MTU), Addresses: addrs,
-		}})
+		}}
+		if s.restored {
+			req.CurrentHwAddr = templateMAC(i)
+		}
+		r, err := s.agent.UpdateInterface(ctx, req)
 		if err != nil {
 			return fmt.Errorf("configure interface %s (%s) in guest: %w", ep.Veth, ep.MAC, s.explain(err))
 		}
@@ -430,4 +440,17 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 // WaitOOM long-polls the agent for the next OOM kill in the VM.
 func (s *Sandbox) WaitOOM(ctx context.Context, r *agentapi.Empty) (*agentapi.OOMEvent, error) {
 	return s.agent.GetOOMEvent(ctx, r)
+}
+
+// hypervisorConfig is the VM cfg describes, of the given size.
+func hypervisorConfig(cfg config.Config, size Size, transport hypervisor.Transport, stateDir string, secret []byte, log *slog.Logger) hypervisor.Config {
+	h := cfg.Hypervisor
+	return hypervisor.Config{
+		AgentSecret: secret,
+		QEMUPath:    h.Path, VirtiofsdPath: h.VirtiofsdPath, Kernel: h.Kernel, Initrd: h.Initrd,
+		KernelParams: guestKernelParams(cfg), MachineType: h.MachineType,
+		Accelerator: hypervisor.Accelerator(h.Accelerator), VCPUs: size.VCPUs, MemoryMiB: size.MemoryMiB,
+		Transport: transport, StateDir: stateDir, TBSizeMiB: h.TCGTBSizeMiB, CPUModel: h.CPUModel,
+		Debug: cfg.Runtime.Debug, Logger: log,
+	}
 }

@@ -500,3 +500,8 @@ func (a *Agent) ReseedRandom(context.Context, *agentapi.ReseedRandomRequest) (*a
 	}
 	return &agentapi.Empty{}, nil
 }
+
+func (a *Agent) PrepareTemplate(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
+	a.record("PrepareTemplate")
+	return &agentapi.Empty{}, a.dead()
+}
