@@ -135,6 +135,9 @@ func copyOut(ctx context.Context, read streamReader, w io.WriteCloser, cid, eid 
 			chunks.Add(1)
 		}
 	}
+	if f, ok := w.(fifoOut); ok && !werr {
+		f.waitRead(ctx)
+	}
 	if w != nil {
 		w.Close()
 	}

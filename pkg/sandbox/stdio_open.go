@@ -142,7 +142,7 @@ func (h *hostIO) openOutputs(cfg IO) error {
 			if err != nil {
 				return fmt.Errorf("open output %s: %w", s.path, err)
 			}
-			*s.dst = f
+			*s.dst = fifoOut{f}
 			h.unblock = append(h.unblock, f)
 			continue
 		}

@@ -340,3 +340,61 @@ func TestMissingStdinNamed(t *testing.T) {
 		t.Fatalf("open of a missing stdin: %v", err)
 	}
 }
+
+// containerd 2.x's client closes its FIFO ends as soon as it learns of an
+// exit (pkg/cio's Cancel, in task.Delete), so the output copy ends only
+// once the reader has taken what is in the FIFO. A reader that takes
+// nothing holds it back for fifoStall, no longer.
+func TestOutputEndsAfterTheReaderTookIt(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	if err := syscall.Mkfifo(out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, h := startCat(t, IO{Stdout: out})
+	r, err := os.OpenFile(out, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	want := bytes.Repeat([]byte("y"), 48<<10) // fits the FIFO: the copier never blocks
+	go func() { _, _ = a.outW.Write(want) }()
+	eventually(t, "the output in the FIFO", func() bool { n, _ := h.stdout.(fifoOut).unread(); return n == len(want) })
+	a.end()
+	select {
+	case <-h.outDone:
+		t.Fatal("the output copy ended with 48 KiB its reader had not taken")
+	case <-time.After(300 * time.Millisecond):
+	}
+	got, err := io.ReadAll(io.LimitReader(r, int64(len(want))))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(want))
+	}
+	select {
+	case <-h.outDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the output copy did not end once its reader had taken everything")
+	}
+}
+
+func TestOutputEndsWhenNobodyReads(t *testing.T) {
+	defer func(d time.Duration) { fifoStall = d }(fifoStall)
+	fifoStall = 300 * time.Millisecond
+	out := filepath.Join(t.TempDir(), "out")
+	if err := syscall.Mkfifo(out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, h := startCat(t, IO{Stdout: out})
+	a.print(t, "nobody reads this\n")
+	eventually(t, "the output in the FIFO", func() bool { n, _ := h.stdout.(fifoOut).unread(); return n > 0 })
+	a.end()
+	select {
+	case <-h.outDone:
+		t.Fatal("the output copy did not wait for a reader at all")
+	case <-time.After(100 * time.Millisecond):
+	}
+	select {
+	case <-h.outDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an unread FIFO held the output copy past fifoStall")
+	}
+}
