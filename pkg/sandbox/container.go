@@ -115,6 +115,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, o ContainerOptions) (_ *C
 		return nil, fmt.Errorf("create container %s: %w", o.ID, s.explain(err))
 	}
 	c.init.pid = r.GetPid()
+	if err := io.holdStdin(); err != nil {
+		s.log.Warn("stdin: the shim could not hold the FIFO open", "container", o.ID, "err", err)
+	}
 	// Output can be pulled from now on; the exit is collected after start.
 	io.startOutput(c.init.live(), s.agent, o.ID, "", s.log)
 	s.mu.Lock()

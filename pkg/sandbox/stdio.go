@@ -17,10 +17,8 @@ import (
 // hostIO copies between the host endpoints and the agent's streams.
 type hostIO struct {
 	cfg   IO
-	stdin *os.File // the stdin FIFO's read end, the copier's
-	// stdinHold is the shim's own write end of the stdin FIFO (see
-	// openHostIO); guarded by mu once the process exists.
-	stdinHold *os.File
+	stdin     *os.File // the stdin FIFO's read end, the copier's
+	stdinFifo bool     // stdin is a FIFO: the shim holds a writer (holdStdin)
 	stdout    io.WriteCloser
 	stderr    io.WriteCloser
 	closer    []io.Closer // extra things to close at the end (binary loggers)
@@ -33,8 +31,14 @@ type hostIO struct {
 	// tell a stream that is still moving from one that is stuck.
 	chunks atomic.Uint64
 
-	// mu guards stdinHold, outStarted and stopOut.
+	// mu guards stdinHold, stdinHeld, stdinClosing, outStarted and stopOut.
 	mu sync.Mutex
+	// stdinHold is the shim's own write end of the stdin FIFO, from
+	// holdStdin until CloseIO; stdinHeld says holdStdin ran; stdinClosing
+	// says CloseIO came (before holdStdin, no writer is held at all).
+	stdinHold    *os.File
+	stdinHeld    bool
+	stdinClosing bool
 	// outStarted: the output copiers own stdout and stderr (they close
 	// them); stopOut cancels their reads.
 	outStarted bool
@@ -162,6 +166,11 @@ func (h *hostIO) startStdin(t stdinTarget) {
 	if h.stdin == nil {
 		return
 	}
+	if err := h.holdStdin(); err != nil {
+		// The process still gets what clients write, and EOF once the
+		// last of them closes its end.
+		t.log.Warn("stdin: the shim could not hold the FIFO open", "container", t.cid, "exec", t.eid, "err", err)
+	}
 	go func() {
 		buf := make([]byte, 32<<10)
 		for {
@@ -216,6 +225,7 @@ func closeStdin(t stdinTarget) {
 func (h *hostIO) requestCloseStdin() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.stdinClosing = true
 	if h.stdinHold != nil {
 		h.stdinHold.Close()
 		h.stdinHold = nil

@@ -23,10 +23,11 @@ type IO struct {
 // openHostIO opens the host side as containerd's runc shim does, so that a
 // client may close its ends and open them again (re-attach) at any time:
 //
-//   - stdin: a read end for the copier and a write end the shim holds
-//     itself. A client closing its writer is then no EOF for the process;
-//     CloseIO drops the shim's writer, and the process sees EOF once every
-//     client writer is gone too.
+//   - stdin: a read end for the copier and, once the process is created
+//     (holdStdin), a write end the shim holds itself. A client closing its
+//     writer is then no EOF for the process; CloseIO drops the shim's
+//     writer, and the process sees EOF once every client writer is gone
+//     too.
 //   - stdout, stderr FIFOs: opened read-write. The shim's own read side
 //     keeps the FIFO open while no client reads, so writes never fail with
 //     EPIPE and what was written waits in the FIFO for the next reader; the
@@ -86,11 +87,10 @@ func openHostIO(ctx context.Context, id string, cfg IO) (_ *hostIO, retErr error
 	return h, nil
 }
 
-// openStdin opens the stdin FIFO's read end for the copier, then the
-// shim's own write end (see openHostIO). Both opens are non-blocking: a
-// FIFO's read end opens at once, and its write end then has a reader. A
-// stdin that is not a FIFO (containerd always gives one) is read as it is,
-// without a held writer.
+// openStdin opens the stdin FIFO's read end for the copier, without
+// blocking: the client may open its writer later. The shim's own writer
+// comes later too (holdStdin). A stdin that is not a FIFO (containerd
+// always gives one) is read as it is, without a held writer.
 func (h *hostIO) openStdin(path string) error {
 	r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -101,15 +101,51 @@ func (h *hostIO) openStdin(path string) error {
 	if err != nil {
 		return fmt.Errorf("stdin %s: %w", path, err)
 	}
-	if !fifo {
+	h.stdinFifo = fifo
+	return nil
+}
+
+// holdStdin opens the shim's own writer of the stdin FIFO, once: when the
+// process is created (an init) or started (an exec), as containerd's runc
+// shim does. Until then a client that wrote its input and closed its end
+// has given the process EOF, with no CloseIO: `echo x | ctr run … cat`
+// relies on it (ctr wires up its CloseIO only after the task exists, by
+// when a short input is long written). After it, EOF takes CloseIO and
+// every client writer closed, so clients may come and go (re-attach).
+func (h *hostIO) holdStdin() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stdinHeld || !h.stdinFifo {
 		return nil
 	}
-	w, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	h.stdinHeld = true
+	if h.stdinClosing || writersCameAndWent(h.stdin) {
+		return nil
+	}
+	w, err := os.OpenFile(h.cfg.Stdin, os.O_WRONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return fmt.Errorf("open stdin %s for writing: %w", path, err)
+		return fmt.Errorf("open stdin %s for writing: %w", h.cfg.Stdin, err)
 	}
 	h.stdinHold = w
 	return nil
+}
+
+// writersCameAndWent says a writer opened the FIFO r reads since r was
+// opened, and none is open now: Linux reports POLLHUP on a non-blocking
+// FIFO read end only then (not before the first writer).
+func writersCameAndWent(r *os.File) bool {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return false
+	}
+	hup := false
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n == 1 {
+			hup = fds[0].Revents&unix.POLLHUP != 0
+		}
+	})
+	return hup
 }
 
 // openOutputs opens stdout and stderr paths: FIFOs read-write (see

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -396,5 +397,52 @@ func TestOutputEndsWhenNobodyReads(t *testing.T) {
 	case <-h.outDone:
 	case <-time.After(5 * time.Second):
 		t.Fatal("an unread FIFO held the output copy past fifoStall")
+	}
+}
+
+// As with runc's shim: a client that wrote its input and closed its end
+// before the process was created gives it EOF without CloseIO (`echo x |
+// ctr run … cat`); one still writing then needs CloseIO too.
+func TestStdinClosedBeforeCreateIsEOF(t *testing.T) {
+	for _, early := range []bool{true, false} {
+		t.Run(fmt.Sprintf("closedEarly=%v", early), func(t *testing.T) {
+			in := filepath.Join(t.TempDir(), "in")
+			if err := syscall.Mkfifo(in, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h, err := openHostIO(context.Background(), "c", IO{Stdin: in})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.close()
+			w, err := os.OpenFile(in, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.WriteString("input\n"); err != nil {
+				t.Fatal(err)
+			}
+			if early {
+				w.Close()
+			}
+			if err := h.holdStdin(); err != nil { // the process is created
+				t.Fatal(err)
+			}
+			if !early {
+				w.Close()
+			}
+			a := newCatAgent()
+			go func() { _, _ = io.Copy(io.Discard, a.outR) }()
+			h.startStdin(stdinTarget{ctx: context.Background(), a: a, cid: "c", eid: "e", timeout: time.Second, log: slog.Default()})
+			eventually(t, "the input", func() bool { got, _ := a.state(); return got == "input\n" })
+			if !early {
+				time.Sleep(100 * time.Millisecond)
+				if _, eof := a.state(); eof {
+					t.Fatal("EOF while the shim held the FIFO, before CloseIO")
+				}
+				h.requestCloseStdin()
+			}
+			eventually(t, "EOF", func() bool { _, eof := a.state(); return eof })
+		})
 	}
 }
