@@ -16,7 +16,7 @@ import (
 
 // hostIO copies between the host endpoints and the agent's streams.
 type hostIO struct {
-	cfg   IO
+	cfg       IO
 	stdin     *os.File // the stdin FIFO's read end, the copier's
 	stdinFifo bool     // stdin is a FIFO: the shim holds a writer (holdStdin)
 	stdout    io.WriteCloser
