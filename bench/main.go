@@ -1,6 +1,7 @@
 // Command bench measures kata-go against runc on one private containerd,
-// in one run: cold start (with kata's boot phases), exec latency, stdout
-// throughput, idle memory and parallel starts. It prints a table with
+// in one run: cold start (with kata's boot phases), the start restored
+// from a VM template (its phases, parallel starts and PSS per pod), exec
+// latency, stdout throughput, idle memory and parallel starts. It prints a table with
 // kata/runc ratios and writes bench/results/latest.{json,svg}.
 package main
 
@@ -32,7 +33,7 @@ var (
 	outDir    = flag.String("out", "bench/results", "where latest.json and latest.svg go")
 	extra     = flag.String("kata-config", "", "extra TOML for the kata-go config (e.g. to try a setting)")
 	boots     = flag.Int("boots", 5, "direct VM boots per machine type (0 skips)")
-	only      = flag.String("only", "", "run one piece: overhead (the RuntimeClass pod overhead; writes overhead.json)")
+	only      = flag.String("only", "", "run one piece: overhead (the RuntimeClass pod overhead; writes overhead.json) or template (cold vs restored starts)")
 )
 
 // Stat is min/median/max of a sample.
@@ -105,8 +106,17 @@ func main() {
 		}
 		fmt.Printf("\naccelerator: %s\nwrote %s/overhead.json\n", rep.Accel, *outDir)
 		return
+	} else if *only == "template" {
+		ck, cr := coldStart(d, kata), coldStart(d, runc)
+		add(Result{Name: "cold start (ctr run --rm true)", Unit: "ms", Kata: stat(ck), Runc: ptr(stat(cr))})
+		for _, r := range templateBench(d, shim, ck, cr) {
+			add(r)
+		}
+		rep.Accel = accel(d.Log.String())
+		fmt.Printf("\naccelerator: %s\n", rep.Accel)
+		return
 	} else if *only != "" {
-		fail("-only %q: want overhead", *only)
+		fail("-only %q: want overhead or template", *only)
 	}
 
 	if *boots > 0 {
@@ -135,6 +145,9 @@ func main() {
 		add(Result{Name: "runtime overhead (cold start - vm boot)", Unit: "ms", Kata: stat(overhead), Note: "target <= 100 ms"})
 	}
 	rep.Accel = accel(d.Log.String())
+	for _, r := range templateBench(d, shim, ck, cr) {
+		add(r)
+	}
 
 	add(Result{Name: "exec latency (ctr task exec true)", Unit: "ms", Kata: stat(execLatency(d, kata)), Runc: ptr(stat(execLatency(d, runc)))})
 

@@ -22,6 +22,9 @@ import (
 // boot's deferred work ends, so every clone starts from a quiet guest.
 const templateSettle = 200 * time.Millisecond
 
+// templateRunDir holds a template VM's sockets while it is made.
+const templateRunDir = "/run"
+
 // templateMAC is the MAC of a template's i-th NIC. Every clone's guest
 // starts with it; the agent gives the NIC the pod's own MAC before it
 // comes up.
@@ -130,14 +133,18 @@ func DeleteTemplates(cfg config.Config) error {
 // up, lets the guest settle and saves it.
 func makeTemplate(ctx context.Context, cfg config.Config, hc hypervisor.Config, nics int, deps Deps, mem, state string, secret []byte) error {
 	dir := filepath.Dir(mem)
-	vmDir, share := filepath.Join(dir, "vm"), filepath.Join(dir, "share")
-	for _, d := range []string{vmDir, share} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			return err
-		}
+	share := filepath.Join(dir, "share")
+	if err := os.Mkdir(share, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(share)
+	// The VM's sockets live apart from the store: a unix socket path
+	// must stay under 108 bytes, and template_path may be long.
+	vmDir, err := os.MkdirTemp(templateRunDir, "kata-go-template-")
+	if err != nil {
+		return err
 	}
 	defer os.RemoveAll(vmDir)
-	defer os.RemoveAll(share)
 	hc.StateDir = vmDir
 	hc.AgentSecret = secret
 	hc.Template = hypervisor.TemplateConfig{Mode: hypervisor.MakeTemplate, MemoryPath: mem}

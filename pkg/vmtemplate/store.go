@@ -81,7 +81,7 @@ func (s Store) Lookup(k Key) (*Template, error) {
 	}
 	k.Format = formatVersion
 	if m.Hash != h || !keysEqual(m.Key, k) {
-		return nil, fmt.Errorf("template %s: made for another VM (key %s)", h, m.Hash)
+		return nil, fmt.Errorf("template %s: its meta.json describes another VM than this one (a changed file, size or setting, or an edited meta.json)", h)
 	}
 	t := &Template{Dir: dir, Memory: filepath.Join(dir, memoryFile), State: filepath.Join(dir, stateFile), Meta: m}
 	fi, err := os.Stat(t.Memory)
