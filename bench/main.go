@@ -335,30 +335,10 @@ func parallelStarts(d *ctrenv.Daemon) []Result {
 	var out []Result
 	for _, rt := range []string{kata, runc} {
 		ids := make([]string, *parallel)
-		errs := make([]error, *parallel)
-		var wg sync.WaitGroup
-		start := time.Now()
 		for i := range ids {
 			ids[i] = fmt.Sprintf("par-%s-%d", short(rt), i)
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				if _, e, err := d.Ctr("run", "-d", "--runtime", rt, ctrenv.Image, ids[i], "sleep", "1000"); err != nil {
-					errs[i] = fmt.Errorf("%v: %s", err, e)
-					return
-				}
-				errs[i] = d.WaitStatus(ids[i], "RUNNING")
-			}(i)
 		}
-		wg.Wait()
-		wall := time.Since(start).Seconds()
-		failed := 0
-		for _, err := range errs {
-			if err != nil {
-				failed++
-				fmt.Fprintln(os.Stderr, "parallel start failed:", err)
-			}
-		}
+		wall, failed := startAtOnce(d, ids, "--runtime", rt)
 		var pss int64
 		for _, p := range ctrenv.Pids(d.Sock, "-address") {
 			pss += ctrenv.PSS(p)
@@ -373,6 +353,37 @@ func parallelStarts(d *ctrenv.Daemon) []Result {
 		out = append(out, Result{Name: fmt.Sprintf("%d parallel pods (%s): wall", *parallel, short(rt)), Unit: "s", Kata: Stat{wall, wall, wall, 1}, Note: note})
 	}
 	return out
+}
+
+// startAtOnce runs `ctr run -d <runArgs> image id sleep 1000` for every id
+// at once and waits until all are running (or failed): the wall time in
+// seconds and how many failed. The caller removes them.
+func startAtOnce(d *ctrenv.Daemon, ids []string, runArgs ...string) (float64, int) {
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range ids {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			args := append(append([]string{"run", "-d"}, runArgs...), ctrenv.Image, ids[i], "sleep", "1000")
+			if _, e, err := d.Ctr(args...); err != nil {
+				errs[i] = fmt.Errorf("%v: %s", err, e)
+				return
+			}
+			errs[i] = d.WaitStatus(ids[i], "RUNNING")
+		}(i)
+	}
+	wg.Wait()
+	wall := time.Since(start).Seconds()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			fmt.Fprintln(os.Stderr, "parallel start failed:", err)
+		}
+	}
+	return wall, failed
 }
 
 func machine() string {

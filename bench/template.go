@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kata-go/kata-go/internal/ctrenv"
@@ -95,30 +94,10 @@ func templateBench(d *ctrenv.Daemon, shim string, coldMs, runcMs []float64) []Re
 // templateParallel starts *parallel pods from the template at once.
 func templateParallel(e *templateEnv) []Result {
 	ids := make([]string, *parallel)
-	errs := make([]error, *parallel)
-	var wg sync.WaitGroup
-	start := time.Now()
 	for i := range ids {
 		ids[i] = fmt.Sprintf("tpar-%d", i)
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			if _, errOut, err := e.d.Ctr("run", "-d", "--runtime", kata, "--runtime-config-path", e.cfg, ctrenv.Image, ids[i], "sleep", "1000"); err != nil {
-				errs[i] = fmt.Errorf("%v: %s", err, errOut)
-				return
-			}
-			errs[i] = e.d.WaitStatus(ids[i], "RUNNING")
-		}(i)
 	}
-	wg.Wait()
-	wall := time.Since(start).Seconds()
-	failed := 0
-	for _, err := range errs {
-		if err != nil {
-			failed++
-			fmt.Fprintln(os.Stderr, "parallel restored start failed:", err)
-		}
-	}
+	wall, failed := startAtOnce(e.d, ids, "--runtime", kata, "--runtime-config-path", e.cfg)
 	for _, id := range ids {
 		e.d.Remove(id)
 	}

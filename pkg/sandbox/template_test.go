@@ -321,7 +321,7 @@ func noVMDeps(t *testing.T) Deps {
 
 // logBuf is a log sink the sandbox's goroutines may write to.
 type logBuf struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards b
 	b  bytes.Buffer
 }
 
