@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 AGENT_VERSION := $(shell git log -1 --format=%h -- cmd/agent internal/agent pkg/agentapi 2>/dev/null || echo dev)
 AGENT_LDFLAGS := -s -w -X main.version=$(AGENT_VERSION)
 
-.PHONY: all build guest agent install deps test test-unit test-integration bench soak conformance generate check-generated lint clean help
+.PHONY: all build guest agent install deps test test-unit test-integration bench soak conformance k8s-e2e generate check-generated lint clean help
 
 all: build guest
 
@@ -26,6 +26,7 @@ help:
 	@echo "test       unit tests, then the integration tier (root, QEMU, containerd)"
 	@echo "bench      start-time, exec, throughput and memory against runc"
 	@echo "conformance critest (handler kata) against containerd 1.6 and 2.4, offline"
+	@echo "k8s-e2e    a real kubelet (standalone, static pods) on containerd 2.4 with kata-go"
 	@echo "generate   regenerate the agent protocol from pkg/agentapi/agent.proto"
 	@echo "lint       gofmt, go vet, staticcheck, generated code and go.mod up to date"
 
@@ -87,6 +88,12 @@ conformance: build guest
 	hack/install-deps.sh --test-tools
 	hack/conformance-deps.sh
 	$(GO) run ./test/conformance $(CONFORMANCE_FLAGS)
+
+# A real kubelet (hack/build-kubelet.sh builds it from the module proxy)
+# in standalone mode against a private containerd 2.4 whose default
+# runtime is kata-go (docs/kubernetes.md, "Real kubelet").
+k8s-e2e: build guest
+	hack/install-deps.sh --test-tools && hack/build-kubelet.sh && $(GO) test -tags k8se2e -count=1 -v -timeout 30m ./test/k8s/
 
 generate:
 	GOBIN=$(CURDIR)/bin $(GO) install tool

@@ -61,6 +61,10 @@ type Options struct {
 	RegistryHosts string
 	// PortMap adds CNI's portmap plugin, for pods with host ports.
 	PortMap bool
+	// DefaultRuntime is the CRI handler for pods that name none ("runc"
+	// when empty; "kata" for a kubelet's static pods, which cannot name a
+	// RuntimeClass).
+	DefaultRuntime string
 }
 
 // CRI pod network and images.
@@ -179,9 +183,13 @@ func criConfig(o Options, dir string) string {
 	if o.RegistryHosts != "" {
 		registry = fmt.Sprintf("  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n", o.RegistryHosts)
 	}
+	def := "runc"
+	if o.DefaultRuntime != "" {
+		def = o.DefaultRuntime
+	}
 	return fmt.Sprintf(`  sandbox_image = %q
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
+    default_runtime_name = %q
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
@@ -189,7 +197,7 @@ func criConfig(o Options, dir string) string {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
-%s`, pause, filepath.Join(dir, "cni"), registry)
+%s`, pause, def, filepath.Join(dir, "cni"), registry)
 }
 
 // writeCNI writes a bridge network with host-local addresses: pods of this
