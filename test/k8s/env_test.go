@@ -13,8 +13,8 @@
 // root, serves on 127.0.0.1 only, makes no iptables chains, and runs in a
 // private mount namespace where the sysctls it insists on are files with
 // the values it wants (protectKernelDefaults: it then fails rather than
-// writes a sysctl) and /var/log is a tmpfs (it always makes
-// /var/log/containers).
+// writes a sysctl) and /var/log and /var/lib are tmpfs mounts (it always
+// makes /var/log/containers and /var/lib/kubelet/device-plugins).
 package k8s
 
 import (

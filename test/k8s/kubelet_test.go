@@ -148,12 +148,15 @@ func startKubelet(t *testing.T, criSock, cgroupRoot string) *kubelet {
 		t.Fatal(err)
 	}
 	// The wrapper (run by unshare in the new mount namespace): bind each
-	// sysctl file, hide the host's /var/log behind a tmpfs, become the
-	// kubelet (same pid).
+	// sysctl file, hide the host's /var/log and /var/lib behind tmpfs
+	// mounts (the kubelet always makes /var/log/containers, and its device
+	// manager /var/lib/kubelet/device-plugins whatever --root-dir says),
+	// become the kubelet (same pid).
 	script := `set -e
 while [ "$1" != "--" ]; do mount --bind "$1" "/proc/sys/$2"; shift 2; done
 shift
 mount -t tmpfs -o size=64m,mode=0755 kgo-kubelet-var-log /var/log
+mount -t tmpfs -o size=64m,mode=0755 kgo-kubelet-var-lib /var/lib
 exec "$@"`
 	args := []string{"-m", "--propagation", "private", "--", "/bin/sh", "-c", script, "kubelet-ns"}
 	for _, s := range kernelDefaults {
