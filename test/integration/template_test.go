@@ -147,6 +147,7 @@ func TestTemplate(t *testing.T) {
 		{"TemplateUntouchedByPods", testTemplateUntouched},
 		{"BadTemplateMeansColdBoot", testTemplateBad},
 		{"DeleteWhilePodsRun", testTemplateDeleteLive},
+		{"FirstPodsAtOnce", testTemplateRace},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Cleanup(func() { d.assertClean(t) })
@@ -406,4 +407,41 @@ func testTemplateDeleteLive(t *testing.T, d *daemon) {
 		t.Fatalf("run after delete: %q %v %s", out, err, errOut)
 	}
 	e.expectLog(t, map[string]int{"VM template made": 1, "VM restored from template": 1})
+}
+
+// testTemplateRace: three pods start at once with no template yet. One
+// shim makes it, the others do not wait for it (they boot cold, saying
+// why) and none fails; exactly one whole template is left.
+func testTemplateRace(t *testing.T, d *daemon) {
+	e := newTemplateEnv(t, d)
+	ids := []string{e.id("race"), e.id("race"), e.id("race")}
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		defer d.remove(id)
+		go func(id string) {
+			out, errOut, err := e.run([]string{"--rm"}, id, "echo", "ok")
+			if err != nil || out != "ok\n" {
+				err = fmt.Errorf("%s: %q %v %s", id, out, err, errOut)
+			}
+			errs <- err
+		}(id)
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	l := e.logSince()
+	if n := strings.Count(l, `msg="VM template made"`); n != 1 {
+		t.Errorf("%d templates made by 3 pods at once, want 1:\n%s", n, kataLines(l))
+	}
+	// The maker restores from what it made; each other pod either found
+	// the maker at work (and booted cold, saying so) or came late enough
+	// to restore.
+	if restored, busy := strings.Count(l, `msg="VM restored from template"`), strings.Count(l, "another shim is making this template"); restored+busy != len(ids) {
+		t.Errorf("of 3 pods, %d restored and %d found the maker busy, want 3 in all:\n%s", restored, busy, kataLines(l))
+	}
+	if n := len(e.templates(t)); n != 1 {
+		t.Fatalf("%d templates in the store, want 1", n)
+	}
 }
