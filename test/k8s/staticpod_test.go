@@ -41,11 +41,20 @@ const (
 	vmFloorMiB = 64
 )
 
-// holdCmd (with holdMiB and holdMiB in kB): dd fills a buffer of that size
-// and blocks writing it to sleep, which never reads; the container turns
-// ready (its exec probe finds /tmp/touched) once dd's RSS has it all.
-const holdCmd = `dd if=/dev/zero bs=%dM count=1 2>/dev/null | sleep 100000 &
-until [ "$(awk '/^VmRSS/{print $2}' /proc/$(pidof dd)/status 2>/dev/null)" -ge %d ] 2>/dev/null; do sleep 0.2; done
+// holdCmd (with holdMiB, and 90 percent of it in kB): dd fills a buffer of that
+// size (fullblock: a short read is retried) and blocks writing it to
+// sleep, which never reads; the container turns ready (its exec probe
+// finds /tmp/touched) once dd's RSS has it (busybox's dd shows 307012 kB
+// for a 307200 kB buffer). It prints dd's RSS as it goes.
+// The kubelet expands $(VAR) in a command and turns $$ into $: the shell's
+// $$ is written $$$$.
+const holdCmd = `sh -c 'echo $$$$ >/tmp/dd.pid; exec dd if=/dev/zero bs=%dM count=1 iflag=fullblock 2>/tmp/dd.err' | sleep 100000 &
+while :; do
+  rss=$(awk '/^VmRSS/{print $2}' /proc/$(cat /tmp/dd.pid 2>/dev/null)/status 2>/dev/null)
+  echo "dd rss ${rss:-none} kB $(cat /tmp/dd.err 2>/dev/null)"
+  [ "${rss:-0}" -ge %d ] && break
+  sleep 0.5
+done
 touch /tmp/touched
 exec sleep 100000`
 
@@ -161,7 +170,7 @@ func TestKubeletStaticPod(t *testing.T) {
 				"name":            "app",
 				"image":           ctrenv.Image,
 				"imagePullPolicy": "Never",
-				"command":         []string{"sh", "-c", fmt.Sprintf(holdCmd, holdMiB, holdMiB<<10)},
+				"command":         []string{"sh", "-c", fmt.Sprintf(holdCmd, holdMiB, holdMiB<<10*9/10)},
 				"resources":       map[string]any{"limits": map[string]any{"memory": "1Gi", "cpu": strconv.Itoa(podCPUs)}},
 				"readinessProbe": map[string]any{
 					"exec":          map[string]any{"command": []string{"cat", "/tmp/touched"}},
@@ -187,7 +196,11 @@ func TestKubeletStaticPod(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not ready 3 min after its manifest: %+v", uid, p)
+			logs, _ := crictlErr(d.Sock, "logs", "--tail", "20", strings.TrimSpace(func() string {
+				out, _ := crictlErr(d.Sock, "ps", "-a", "-q", "--label", "io.kubernetes.pod.uid="+uid)
+				return strings.SplitN(out, "\n", 2)[0]
+			}()))
+			t.Fatalf("pod %s not ready 3 min after its manifest: %+v; container log tail:\n%s", uid, p, logs)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
