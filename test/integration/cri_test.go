@@ -13,15 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
-
-func crictlPath() string {
-	if p := os.Getenv("KATA_GO_CRICTL"); p != "" {
-		return p
-	}
-	return "/var/cache/kata-go/cri-tools/crictl"
-}
 
 // crictl runs crictl against the daemon's CRI socket.
 func crictl(t *testing.T, d *daemon, args ...string) string {
@@ -36,7 +31,7 @@ func crictl(t *testing.T, d *daemon, args ...string) string {
 func crictlErr(d *daemon, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, crictlPath(), append([]string{"-r", "unix://" + d.sock, "-t", "60s"}, args...)...)
+	cmd := exec.CommandContext(ctx, testenv.CrictlPath(), append([]string{"-r", "unix://" + d.sock, "-t", "60s"}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -114,12 +109,12 @@ func startPod(t *testing.T, d *daemon, name string, privileged bool) (string, st
 // startCRI starts a private containerd with its CRI plugin and CNI.
 func startCRI(t *testing.T, spec ctrenv.Spec) *daemon {
 	t.Helper()
-	need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", exists(crictlPath()))
-	need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", exists("/usr/lib/cni/bridge"))
+	testenv.Need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", testenv.Exists(testenv.CrictlPath()))
+	testenv.Need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", testenv.Exists("/usr/lib/cni/bridge"))
 	needVM(t)
-	need(t, spec.Containerd, spec.Why, exists(spec.Containerd))
-	shim := filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")
-	cd, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), CRI: true})
+	testenv.Need(t, spec.Containerd, spec.Why, testenv.Exists(spec.Containerd))
+	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
+	cd, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"), CRI: true})
 	if err != nil {
 		t.Fatal(err)
 	}

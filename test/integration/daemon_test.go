@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
@@ -27,11 +29,11 @@ type daemon struct {
 func startDaemon(t *testing.T, s ctrenv.Spec) *daemon {
 	t.Helper()
 	needVM(t)
-	need(t, s.Containerd, s.Why, exists(s.Containerd))
-	need(t, s.Ctr, s.Why, exists(s.Ctr))
-	shim := filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")
-	need(t, shim, "run make build", exists(shim))
-	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img")})
+	testenv.Need(t, s.Containerd, s.Why, testenv.Exists(s.Containerd))
+	testenv.Need(t, s.Ctr, s.Why, testenv.Exists(s.Ctr))
+	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
+	testenv.Need(t, shim, "run make build", testenv.Exists(shim))
+	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,47 +9,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
+
+	"github.com/kata-go/kata-go/internal/testenv"
 
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// repoRoot is the checkout this test file lives in.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-func guestFile(name string) string { return filepath.Join(repoRoot(), "guest", "out", name) }
-
-// need stops the test when a prerequisite is absent, saying which and why.
-func need(t testing.TB, what, why string, ok bool) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := "missing " + what + ": " + why
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg + " (CI=true: the integration tier must run)")
-	}
-	t.Skip(msg)
-}
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func onPath(bin string) bool { _, err := exec.LookPath(bin); return err == nil }
-
 // needVM checks what booting a guest takes.
 func needVM(t testing.TB) {
-	need(t, "root", "the VM, mounts and containerd need it", os.Geteuid() == 0)
-	need(t, "qemu-system-x86_64", "apt-get install qemu-system-x86", onPath("qemu-system-x86_64"))
-	need(t, "/usr/lib/qemu/virtiofsd", "apt-get install qemu-system-common", exists("/usr/lib/qemu/virtiofsd"))
-	need(t, "guest kernel "+guestFile("vmlinux"), "run make guest", exists(guestFile("vmlinux")))
-	need(t, "guest initrd "+guestFile("initrd.img"), "run make guest", exists(guestFile("initrd.img")))
-	need(t, "/bin/busybox (static)", "apt-get install busybox-static", exists("/bin/busybox"))
+	testenv.Need(t, "root", "the VM, mounts and containerd need it", os.Geteuid() == 0)
+	testenv.Need(t, "qemu-system-x86_64", "apt-get install qemu-system-x86", testenv.OnPath("qemu-system-x86_64"))
+	testenv.Need(t, "/usr/lib/qemu/virtiofsd", "apt-get install qemu-system-common", testenv.Exists("/usr/lib/qemu/virtiofsd"))
+	testenv.Need(t, "guest kernel "+testenv.GuestFile("vmlinux"), "run make guest", testenv.Exists(testenv.GuestFile("vmlinux")))
+	testenv.Need(t, "guest initrd "+testenv.GuestFile("initrd.img"), "run make guest", testenv.Exists(testenv.GuestFile("initrd.img")))
+	testenv.Need(t, "/bin/busybox (static)", "apt-get install busybox-static", testenv.Exists("/bin/busybox"))
 }
 
 // busyboxRootfs fills dir with a static busybox and its applet links.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
@@ -111,7 +113,7 @@ func testBadInput(t *testing.T, d *daemon) {
 		return p
 	}
 	hv := func(k, v string) string {
-		base := fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", guestFile("vmlinux"), guestFile("initrd.img"))
+		base := fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", testenv.GuestFile("vmlinux"), testenv.GuestFile("initrd.img"))
 		return cfg(strings.Replace(base, k+" = ", k+" = \""+v+"\"\n#", 1))
 	}
 	cases := []struct {

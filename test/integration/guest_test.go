@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
@@ -53,7 +55,7 @@ func bootGuest(t *testing.T, fs hypervisor.SharedFSType) *guestVM {
 	vm, err := hypervisor.NewQEMU(hypervisor.Config{
 		AgentSecret: secret,
 		QEMUPath:    "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
-		Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"),
+		Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"),
 		MachineType: "microvm", Accelerator: hypervisor.AccelAuto, VCPUs: 1, MemoryMiB: 512,
 		Transport: hypervisor.TransportSerial, StateDir: dir,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
@@ -309,7 +311,7 @@ func lastLine(out, prefix string) string {
 // the agent channel is virtio-serial behind a 0600 socket; the part runs
 // where a host has vhost-vsock.
 func TestHostileVsock(t *testing.T) {
-	if !exists("/dev/vhost-vsock") {
+	if !testenv.Exists("/dev/vhost-vsock") {
 		t.Skip("no /dev/vhost-vsock on this host: the VM has no vsock device, so there is no vsock port to attack (the agent is on virtio-serial behind a root-only 0600 socket, tested in TestFaults/SocketsPrivate)")
 	}
 	d := startDaemon(t, daemons()[0])
@@ -327,7 +329,7 @@ func buildStatic(t *testing.T, pkg string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = repoRoot()
+	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, b)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/kata-go/kata-go/pkg/agentapi/channel"
@@ -88,7 +90,7 @@ func newTinyVM(t *testing.T, script string, mut func(*hypervisor.Config)) *tinyV
 	}
 	cfg := hypervisor.Config{
 		QEMUPath: "/usr/bin/qemu-system-x86_64", VirtiofsdPath: "/usr/lib/qemu/virtiofsd",
-		Kernel: guestFile("vmlinux"), Initrd: tinyInitrd(t, dir, script),
+		Kernel: testenv.GuestFile("vmlinux"), Initrd: tinyInitrd(t, dir, script),
 		MachineType: "microvm", Accelerator: hypervisor.AccelAuto, VCPUs: 1, MemoryMiB: 256,
 		Transport: hypervisor.TransportSerial, StateDir: dir,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),

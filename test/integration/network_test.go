@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/vishvananda/netns"
 )
 
@@ -31,7 +33,7 @@ func ip(t *testing.T, args ...string) string {
 // pair (10.199.0.2 in the pod, 10.199.0.1 in the peer), as CNI would.
 func podNetwork(t *testing.T) (pod, peer string) {
 	t.Helper()
-	need(t, "ip (iproute2)", "apt-get install iproute2", onPath("ip"))
+	testenv.Need(t, "ip (iproute2)", "apt-get install iproute2", testenv.OnPath("ip"))
 	suffix := fmt.Sprint(os.Getpid())
 	pod, peer = "kgo-pod-"+suffix, "kgo-peer-"+suffix
 	ip(t, "netns", "add", pod)
@@ -63,7 +65,7 @@ func testPodNetwork(t *testing.T, d *daemon, model string) {
 	nsPath := "/var/run/netns/" + pod
 	cfg := filepath.Join(t.TempDir(), "kata.toml")
 	writeFile(t, cfg, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[runtime]\nstate_root = %q\nnetwork_model = %q\n",
-		guestFile("vmlinux"), guestFile("initrd.img"), d.stateRoot, model))
+		testenv.GuestFile("vmlinux"), testenv.GuestFile("initrd.img"), d.stateRoot, model))
 	if _, e, err := d.ctr("run", "-d", "--runtime", kataRuntime, "--runtime-config-path", cfg, "--with-ns", "network:"+nsPath, image, "net",
 		"sh", "-c", "echo hello-from-guest > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"); err != nil {
 		t.Fatalf("run: %v %s", err, e)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/creack/pty"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -30,8 +32,8 @@ import (
 
 func shimBinary(t *testing.T) string {
 	t.Helper()
-	shim := filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")
-	need(t, shim, "run make build", exists(shim))
+	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
+	testenv.Need(t, shim, "run make build", testenv.Exists(shim))
 	return shim
 }
 
@@ -39,7 +41,7 @@ func shimBinary(t *testing.T) string {
 func operatorConfig(t *testing.T, extra string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "kata.toml")
-	writeFile(t, p, "[hypervisor]\nkernel = \""+guestFile("vmlinux")+"\"\ninitrd = \""+guestFile("initrd.img")+"\"\n"+extra)
+	writeFile(t, p, "[hypervisor]\nkernel = \""+testenv.GuestFile("vmlinux")+"\"\ninitrd = \""+testenv.GuestFile("initrd.img")+"\"\n"+extra)
 	return p
 }
 
@@ -86,7 +88,7 @@ func TestCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := operatorConfig(t, tc.extra)
 			if tc.name == "MissingKernel" {
-				writeFile(t, cfg, "[hypervisor]\nkernel = \"/nonexistent/vmlinux\"\ninitrd = \""+guestFile("initrd.img")+"\"\n")
+				writeFile(t, cfg, "[hypervisor]\nkernel = \"/nonexistent/vmlinux\"\ninitrd = \""+testenv.GuestFile("initrd.img")+"\"\n")
 			}
 			out, code := runShim(t, "check", "-config", cfg)
 			if code != 1 {
@@ -128,10 +130,10 @@ func TestEnv(t *testing.T) {
 func startOperatorDaemon(t *testing.T, s ctrenv.Spec, extra string) *daemon {
 	t.Helper()
 	needVM(t)
-	need(t, s.Containerd, s.Why, exists(s.Containerd))
-	need(t, s.Ctr, s.Why, exists(s.Ctr))
+	testenv.Need(t, s.Containerd, s.Why, testenv.Exists(s.Containerd))
+	testenv.Need(t, s.Ctr, s.Why, testenv.Exists(s.Ctr))
 	shim := shimBinary(t)
-	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), ExtraConfig: extra})
+	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"), ExtraConfig: extra})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
@@ -209,7 +211,7 @@ func testPodCgroupAfterShimCrash(t *testing.T, d *daemon, parent string) {
 func testShimCgroup(t *testing.T, d *daemon, parent string) {
 	bin := filepath.Join(t.TempDir(), "shimcgroup")
 	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(repoRoot(), "test", "integration", "testdata", "shimcgroup")
+	build.Dir = filepath.Join(testenv.RepoRoot(), "test", "integration", "testdata", "shimcgroup")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the Go client: %v\n%s", err, out)
@@ -418,7 +420,7 @@ func oomScoreAdj(t *testing.T, pid int) int {
 }
 
 // cgroupV2 reports a unified (v2 only) host.
-func cgroupV2() bool { return exists("/sys/fs/cgroup/cgroup.controllers") }
+func cgroupV2() bool { return testenv.Exists("/sys/fs/cgroup/cgroup.controllers") }
 
 // makeCgroup creates a cgroupfs path in every hierarchy, as an operator
 // does for shim_cgroup; v1 cpuset directories get their parent's CPUs and
@@ -512,7 +514,7 @@ func cgroupMemLimit(t *testing.T, cg string) int64 {
 func assertCgroupGone(t *testing.T, cg string) {
 	t.Helper()
 	left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cg))
-	if cgroupV2() && exists(filepath.Join("/sys/fs/cgroup", cg)) {
+	if cgroupV2() && testenv.Exists(filepath.Join("/sys/fs/cgroup", cg)) {
 		left = append(left, filepath.Join("/sys/fs/cgroup", cg))
 	}
 	if len(left) > 0 {

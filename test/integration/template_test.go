@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kata-go/kata-go/internal/testenv"
 )
 
 // templateEnv is one template store and a kata-go config that uses it.
@@ -32,9 +34,9 @@ type templateEnv struct {
 func newTemplateEnv(t *testing.T, d *daemon) *templateEnv {
 	t.Helper()
 	e := &templateEnv{d: d, dir: filepath.Join(t.TempDir(), "templates"), cfg: filepath.Join(t.TempDir(), "kata.toml"),
-		shim: filepath.Join(repoRoot(), "bin", "containerd-shim-kata-v2")}
+		shim: filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")}
 	writeFile(t, e.cfg, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[runtime]\nstate_root = %q\n[factory]\nenable_template = true\ntemplate_path = %q\n",
-		guestFile("vmlinux"), guestFile("initrd.img"), d.stateRoot, e.dir))
+		testenv.GuestFile("vmlinux"), testenv.GuestFile("initrd.img"), d.stateRoot, e.dir))
 	e.since = len(d.Log.String())
 	t.Cleanup(func() {
 		e.assertClean(t)

@@ -25,44 +25,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kata-go/kata-go/internal/testenv"
 )
-
-// repoRoot is the checkout this test file lives in.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-func guestFile(name string) string { return filepath.Join(repoRoot(), "guest", "out", name) }
-
-// need stops the test when a prerequisite is absent, saying which and why.
-func need(t testing.TB, what, why string, ok bool) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := "missing " + what + ": " + why
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg + " (CI=true: the k8s tier must run)")
-	}
-	t.Skip(msg)
-}
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func onPath(bin string) bool { _, err := exec.LookPath(bin); return err == nil }
-
-func crictlPath() string {
-	if p := os.Getenv("KATA_GO_CRICTL"); p != "" {
-		return p
-	}
-	return "/var/cache/kata-go/cri-tools/crictl"
-}
 
 // crictl runs crictl against the CRI socket, bounded to two minutes.
 func crictl(t *testing.T, sock string, args ...string) string {
@@ -77,7 +46,7 @@ func crictl(t *testing.T, sock string, args ...string) string {
 func crictlErr(sock string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, crictlPath(), append([]string{"-r", "unix://" + sock, "-t", "60s"}, args...)...)
+	cmd := exec.CommandContext(ctx, testenv.CrictlPath(), append([]string{"-r", "unix://" + sock, "-t", "60s"}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -98,7 +67,7 @@ func newUID() string {
 }
 
 // cgroupV2 reports a unified (v2 only) host.
-func cgroupV2() bool { return exists("/sys/fs/cgroup/cgroup.controllers") }
+func cgroupV2() bool { return testenv.Exists("/sys/fs/cgroup/cgroup.controllers") }
 
 // memoryHierarchy is the root of the hierarchy with the memory controller.
 func memoryHierarchy() string {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kata-go/kata-go/internal/testenv"
+
 	"github.com/kata-go/kata-go/internal/ctrenv"
 )
 
@@ -67,29 +69,29 @@ exec sleep 100000`
 //	(c) the kubelet's /stats/summary counts the VM in the pod's memory;
 //	(d) removing the manifest leaves no VM, pod cgroup, mount or tap.
 func TestKubeletStaticPod(t *testing.T) {
-	need(t, "root", "the kubelet, the VM and containerd need it", os.Geteuid() == 0)
-	need(t, "kubelet "+KubeletVersion+" at "+kubeletPath(), "hack/build-kubelet.sh builds it", exists(kubeletPath()))
-	need(t, "crictl", "hack/install-deps.sh --test-tools builds it into /var/cache/kata-go/cri-tools", exists(crictlPath()))
-	need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", exists("/usr/lib/cni/bridge"))
-	need(t, "qemu-system-x86_64", "apt-get install qemu-system-x86", onPath("qemu-system-x86_64"))
-	need(t, "unshare and nsenter", "apt-get install util-linux", onPath("unshare") && onPath("nsenter"))
-	need(t, "guest kernel and initrd in guest/out", "run make guest", exists(guestFile("vmlinux")) && exists(guestFile("initrd.img")))
-	shimDir := filepath.Join(repoRoot(), "bin")
-	need(t, "bin/containerd-shim-kata-v2", "run make build", exists(filepath.Join(shimDir, "containerd-shim-kata-v2")))
+	testenv.Need(t, "root", "the kubelet, the VM and containerd need it", os.Geteuid() == 0)
+	testenv.Need(t, "kubelet "+KubeletVersion+" at "+kubeletPath(), "hack/build-kubelet.sh builds it", testenv.Exists(kubeletPath()))
+	testenv.Need(t, "crictl", "hack/install-deps.sh --test-tools builds it into /var/cache/kata-go/cri-tools", testenv.Exists(testenv.CrictlPath()))
+	testenv.Need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", testenv.Exists("/usr/lib/cni/bridge"))
+	testenv.Need(t, "qemu-system-x86_64", "apt-get install qemu-system-x86", testenv.OnPath("qemu-system-x86_64"))
+	testenv.Need(t, "unshare and nsenter", "apt-get install util-linux", testenv.OnPath("unshare") && testenv.OnPath("nsenter"))
+	testenv.Need(t, "guest kernel and initrd in guest/out", "run make guest", testenv.Exists(testenv.GuestFile("vmlinux")) && testenv.Exists(testenv.GuestFile("initrd.img")))
+	shimDir := filepath.Join(testenv.RepoRoot(), "bin")
+	testenv.Need(t, "bin/containerd-shim-kata-v2", "run make build", testenv.Exists(filepath.Join(shimDir, "containerd-shim-kata-v2")))
 	var spec ctrenv.Spec
 	for _, s := range ctrenv.Specs() {
 		if s.Name == "containerd-2.4" {
 			spec = s
 		}
 	}
-	need(t, spec.Containerd, spec.Why, spec.Containerd != "" && exists(spec.Containerd))
+	testenv.Need(t, spec.Containerd, spec.Why, spec.Containerd != "" && testenv.Exists(spec.Containerd))
 
 	// What the host has before: none of it may change.
 	sysctlsBefore := hostSysctls(t)
 	hostPaths := []string{"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/usr/libexec/kubernetes", "/sys/fs/cgroup/memory/kubepods", "/sys/fs/cgroup/kubepods"}
 	existed := map[string]bool{}
 	for _, p := range hostPaths {
-		existed[p] = exists(p)
+		existed[p] = testenv.Exists(p)
 	}
 	linksBefore := hostLinks(t)
 	t.Cleanup(func() {
@@ -97,8 +99,8 @@ func TestKubeletStaticPod(t *testing.T) {
 			t.Errorf("host sysctls changed: %v, were %v", after, sysctlsBefore)
 		}
 		for _, p := range hostPaths {
-			if exists(p) != existed[p] {
-				t.Errorf("host path %s: existed %v before, %v after", p, existed[p], exists(p))
+			if testenv.Exists(p) != existed[p] {
+				t.Errorf("host path %s: existed %v before, %v after", p, existed[p], testenv.Exists(p))
 			}
 		}
 	})
@@ -112,7 +114,7 @@ func TestKubeletStaticPod(t *testing.T) {
 		}
 	})
 
-	d, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: shimDir, Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"), CRI: true, DefaultRuntime: "kata"})
+	d, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: shimDir, Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"), CRI: true, DefaultRuntime: "kata"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +360,7 @@ func TestKubeletStaticPod(t *testing.T) {
 			for _, c := range cgroupTree(podCg) {
 				left = append(left, "cgroup "+c)
 			}
-			if exists(netns) {
+			if testenv.Exists(netns) {
 				left = append(left, "netns "+netns)
 			}
 			for _, l := range hostLinks(t) {
