@@ -11,8 +11,10 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // clientNamespace is where containerd's Go client works: ctrenv imports the
@@ -102,4 +104,40 @@ func waitExit(t *testing.T, ch <-chan containerd.ExitStatus, limit time.Duration
 		t.Fatalf("no exit within %s", limit)
 		return containerd.ExitStatus{}
 	}
+}
+
+// startTask creates ctr's task with creator, subscribes to its exit, then
+// starts it: Wait before Start, as containerd's own tests do, so a fast exit
+// cannot be missed.
+func startTask(t *testing.T, ctx context.Context, ctr containerd.Container, creator cio.Creator) (containerd.Task, <-chan containerd.ExitStatus) {
+	t.Helper()
+	task, err := ctr.NewTask(ctx, creator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitCh, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return task, exitCh
+}
+
+// startExec does the same for an exec process id in task.
+func startExec(t *testing.T, ctx context.Context, task containerd.Task, id string, spec *specs.Process, creator cio.Creator) (containerd.Process, <-chan containerd.ExitStatus) {
+	t.Helper()
+	p, err := task.Exec(ctx, id, spec, creator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitCh, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p, exitCh
 }

@@ -57,17 +57,7 @@ func TestIO(t *testing.T) {
 				// The init, attached through a first client.
 				in1R, in1W := io.Pipe()
 				out1 := &syncBuffer{}
-				task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(in1R, out1, io.Discard), cio.WithFIFODir(dir)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				exitCh, err := task.Wait(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := task.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
+				task, exitCh := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(in1R, out1, io.Discard), cio.WithFIFODir(dir)))
 				writeString(t, in1W, "x\n")
 				out1.waitFor(t, "before x\n")
 				// The first client goes away: its FIFO ends close.
@@ -87,7 +77,7 @@ func TestIO(t *testing.T) {
 				runExec(t, ctx, task, ctr, "trigger", []string{"sh", "-c", "touch /tmp/go; until [ -e /tmp/said ]; do sleep 0.05; done"})
 
 				// A second client re-attaches, as ctr task attach does.
-				ctr, err = c.LoadContainer(ctx, id)
+				ctr, err := c.LoadContainer(ctx, id)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -141,17 +131,7 @@ func execDirectIOReattach(t *testing.T, ctx context.Context, task containerd.Tas
 	out1 := &syncBuffer{}
 	copied := make(chan struct{})
 	go func() { _, _ = io.Copy(out1, direct.Stdout); close(copied) }()
-	p, err := task.Exec(ctx, "direct", processSpec(t, ctx, ctr, false, "cat"), func(string) (cio.IO, error) { return direct, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p, exitCh := startExec(t, ctx, task, "direct", processSpec(t, ctx, ctr, false, "cat"), func(string) (cio.IO, error) { return direct, nil })
 	writeString(t, direct.Stdin, "one\n")
 	out1.waitFor(t, "one\n")
 	direct.Stdin.Close()
@@ -186,18 +166,8 @@ func execDirectIOReattach(t *testing.T, ctx context.Context, task containerd.Tas
 func execCloseIO(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
 	inR, inW := io.Pipe()
 	out := &syncBuffer{}
-	p, err := task.Exec(ctx, "closeio", processSpec(t, ctx, ctr, false, "cat"),
+	p, exitCh := startExec(t, ctx, task, "closeio", processSpec(t, ctx, ctr, false, "cat"),
 		cio.NewCreator(cio.WithStreams(inR, out, io.Discard), cio.WithFIFODir(dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeString(t, inW, "hello\n")
 	inW.Close()
 	if err := p.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
@@ -219,18 +189,8 @@ func execTTY(t *testing.T, ctx context.Context, task containerd.Task, ctr contai
 	inR, inW := io.Pipe()
 	defer inW.Close()
 	out := &syncBuffer{}
-	p, err := task.Exec(ctx, "tty", processSpec(t, ctx, ctr, true, "sh", "-c", `read x; echo "got $x"`),
+	p, exitCh := startExec(t, ctx, task, "tty", processSpec(t, ctx, ctr, true, "sh", "-c", `read x; echo "got $x"`),
 		cio.NewCreator(cio.WithStreams(inR, out, nil), cio.WithTerminal, cio.WithFIFODir(dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeString(t, inW, "hi\n")
 	if st := waitExit(t, exitCh, ioLimit); st.ExitCode() != 0 {
 		t.Fatalf("tty exec exit %d; want 0", st.ExitCode())
@@ -247,18 +207,8 @@ func execTTY(t *testing.T, ctx context.Context, task containerd.Task, ctr contai
 func execTTYCloseIO(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
 	inR, inW := io.Pipe()
 	out := &syncBuffer{}
-	p, err := task.Exec(ctx, "ttycat", processSpec(t, ctx, ctr, true, "cat"),
+	p, exitCh := startExec(t, ctx, task, "ttycat", processSpec(t, ctx, ctr, true, "cat"),
 		cio.NewCreator(cio.WithStreams(inR, out, nil), cio.WithTerminal, cio.WithFIFODir(dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeString(t, inW, "a\n")
 	out.waitFor(t, "a\r\na\r\n")
 	inW.Close()
@@ -347,17 +297,7 @@ func runExec(t *testing.T, ctx context.Context, task containerd.Task, ctr contai
 // and for the client's copy to end.
 func runExecIO(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, id string, create cio.Creator, args ...string) containerd.Process {
 	t.Helper()
-	p, err := task.Exec(ctx, id, processSpec(t, ctx, ctr, false, args...), create)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	p, exitCh := startExec(t, ctx, task, id, processSpec(t, ctx, ctr, false, args...), create)
 	if st := waitExit(t, exitCh, ioLimit); st.ExitCode() != 0 {
 		t.Fatalf("exec %v exit %d; want 0", args, st.ExitCode())
 	}

@@ -45,23 +45,7 @@ func onBothDaemons(t *testing.T, f func(t *testing.T, ctx context.Context, c *co
 func runningTask(t *testing.T, ctx context.Context, c *containerd.Client, rt string, args []string) (containerd.Task, <-chan containerd.ExitStatus) {
 	t.Helper()
 	ctr := newContainer(t, ctx, c, rt, uniqueID(rt), args)
-	return startTask(t, ctx, ctr)
-}
-
-func startTask(t *testing.T, ctx context.Context, ctr containerd.Container) (containerd.Task, <-chan containerd.ExitStatus) {
-	t.Helper()
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exitCh, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return task, exitCh
+	return startTask(t, ctx, ctr, cio.NullIO)
 }
 
 // execSpec is the container's process with other args.
@@ -120,7 +104,7 @@ func TestSemanticsKillAfterRuntimeStateGone(t *testing.T) {
 		} else {
 			ctr = newContainer(t, ctx, c, rt, id, sleeper)
 		}
-		task, exitCh := startTask(t, ctx, ctr)
+		task, exitCh := startTask(t, ctx, ctr, cio.NullIO)
 		if rt == runcRuntime {
 			out, err := exec.Command("runc", "--root", filepath.Join(runcRoot, clientNamespace), "delete", "--force", id).CombinedOutput()
 			if err != nil {
@@ -253,18 +237,8 @@ func TestSemanticsExecIntoPausedRefused(t *testing.T) {
 func TestSemanticsExecIDInUse(t *testing.T) {
 	onBothDaemons(t, func(t *testing.T, ctx context.Context, c *containerd.Client, rt string) {
 		task, exitCh := runningTask(t, ctx, c, rt, sleeper)
-		p, err := task.Exec(ctx, "busy", execSpec(t, ctx, task, "sleep", "3600"), cio.NullIO)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pch, err := p.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		_, err = task.Exec(ctx, "busy", execSpec(t, ctx, task, "true"), cio.NullIO)
+		p, pch := startExec(t, ctx, task, "busy", execSpec(t, ctx, task, "sleep", "3600"), cio.NullIO)
+		_, err := task.Exec(ctx, "busy", execSpec(t, ctx, task, "true"), cio.NullIO)
 		wantClass(t, "exec with a running exec's id", err, "AlreadyExists", errdefs.IsAlreadyExists)
 		if err := p.Kill(ctx, syscall.SIGKILL); err != nil {
 			t.Fatal(err)

@@ -20,17 +20,7 @@ func TestGoClientSmoke(t *testing.T) {
 			c, ctx := goClient(t, d)
 			forEachRuntime(t, func(t *testing.T, rt string) {
 				ctr := newContainer(t, ctx, c, rt, uniqueID(rt), []string{"sh", "-c", "exit 7"})
-				task, err := ctr.NewTask(ctx, cio.NullIO)
-				if err != nil {
-					t.Fatal(err)
-				}
-				exitCh, err := task.Wait(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := task.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
+				task, exitCh := startTask(t, ctx, ctr, cio.NullIO)
 				if st := waitExit(t, exitCh, time.Minute); st.ExitCode() != 7 {
 					t.Fatalf("exit code %d, want 7", st.ExitCode())
 				}
