@@ -111,20 +111,7 @@ func startCRI(t *testing.T, spec ctrenv.Spec) *daemon {
 	t.Helper()
 	testenv.Need(t, "crictl", "make deps builds it into /var/cache/kata-go/cri-tools", testenv.Exists(testenv.CrictlPath()))
 	testenv.Need(t, "/usr/lib/cni/bridge", "apt-get install containernetworking-plugins", testenv.Exists("/usr/lib/cni/bridge"))
-	needVM(t)
-	testenv.Need(t, spec.Containerd, spec.Why, testenv.Exists(spec.Containerd))
-	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
-	cd, err := ctrenv.Start(spec, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"), CRI: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("containerd log tail:\n%s", ctrenv.Tail(cd.Log.String(), 80))
-		}
-		cd.Stop()
-	})
-	return &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+	return startDaemonWith(t, spec, ctrenv.Options{CRI: true})
 }
 
 func testCRIPod(t *testing.T, spec ctrenv.Spec) {

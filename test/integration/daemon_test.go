@@ -26,24 +26,39 @@ type daemon struct {
 	sock, stateRoot string
 }
 
-func startDaemon(t *testing.T, s ctrenv.Spec) *daemon {
+func startDaemon(t *testing.T, s ctrenv.Spec) *daemon { return startDaemonWith(t, s, ctrenv.Options{}) }
+
+// startDaemonWith starts a private containerd of spec s that runs this
+// checkout's shim, kernel and initrd, with what else opts asks for (the CRI
+// plugin, extra configuration). Its log's tail is printed when the test
+// fails; it stops at cleanup.
+func startDaemonWith(t *testing.T, s ctrenv.Spec, opts ctrenv.Options) *daemon {
 	t.Helper()
 	needVM(t)
 	testenv.Need(t, s.Containerd, s.Why, testenv.Exists(s.Containerd))
 	testenv.Need(t, s.Ctr, s.Why, testenv.Exists(s.Ctr))
-	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
-	testenv.Need(t, shim, "run make build", testenv.Exists(shim))
-	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img")})
+	shim := shimBinary(t)
+	opts.ShimDir = filepath.Dir(shim)
+	opts.Kernel, opts.Initrd = testenv.GuestFile("vmlinux"), testenv.GuestFile("initrd.img")
+	cd, err := ctrenv.Start(s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("%s log tail:\n%s", s.Name, ctrenv.Tail(cd.Log.String(), 60))
+			t.Logf("%s log tail:\n%s", s.Name, ctrenv.Tail(cd.Log.String(), 80))
 		}
 		cd.Stop()
 	})
 	return &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+}
+
+// shimBinary is the shim `make build` wrote into this checkout.
+func shimBinary(t *testing.T) string {
+	t.Helper()
+	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
+	testenv.Need(t, shim, "run make build", testenv.Exists(shim))
+	return shim
 }
 
 func writeFile(t testing.TB, path, content string) {

@@ -30,13 +30,6 @@ import (
 	"github.com/kata-go/kata-go/pkg/hypervisor"
 )
 
-func shimBinary(t *testing.T) string {
-	t.Helper()
-	shim := filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")
-	testenv.Need(t, shim, "run make build", testenv.Exists(shim))
-	return shim
-}
-
 // operatorConfig writes a configuration naming this checkout's guest files.
 func operatorConfig(t *testing.T, extra string) string {
 	t.Helper()
@@ -129,21 +122,7 @@ func TestEnv(t *testing.T) {
 // startOperatorDaemon is startDaemon with extra kata-go configuration.
 func startOperatorDaemon(t *testing.T, s ctrenv.Spec, extra string) *daemon {
 	t.Helper()
-	needVM(t)
-	testenv.Need(t, s.Containerd, s.Why, testenv.Exists(s.Containerd))
-	testenv.Need(t, s.Ctr, s.Why, testenv.Exists(s.Ctr))
-	shim := shimBinary(t)
-	cd, err := ctrenv.Start(s, ctrenv.Options{ShimDir: filepath.Dir(shim), Kernel: testenv.GuestFile("vmlinux"), Initrd: testenv.GuestFile("initrd.img"), ExtraConfig: extra})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s log tail:\n%s", s.Name, ctrenv.Tail(cd.Log.String(), 60))
-		}
-		cd.Stop()
-	})
-	return &daemon{Daemon: cd, sock: cd.Sock, stateRoot: cd.StateRoot}
+	return startDaemonWith(t, s, ctrenv.Options{ExtraConfig: extra})
 }
 
 // shimLogLines are the lines of containerd's log that a kata-go shim
