@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -58,6 +59,7 @@ func templateBench(d *ctrenv.Daemon, shim string, coldMs, runcMs []float64) []Re
 
 	from := len(d.Log.String())
 	var ms []float64
+	cpu0 := busyCPU()
 	for i := 0; i < *runs; i++ {
 		id := fmt.Sprintf("tmpl-%d", i)
 		t0 := time.Now()
@@ -68,8 +70,9 @@ func templateBench(d *ctrenv.Daemon, shim string, coldMs, runcMs []float64) []Re
 	if n := strings.Count(log, "VM restored from template"); n != *runs {
 		fail("%d of %d runs were restored from the template; the log says why:\n%s", n, *runs, ctrenv.Tail(log, 40))
 	}
+	cpu := (busyCPU() - cpu0) / float64(*runs)
 	r := Result{Name: "restored start (ctr run --rm true)", Unit: "ms", Kata: stat(ms), Runc: ptr(stat(runcMs)), Note: "target <= 6x runc"}
-	out = append(out, r)
+	out = append(out, r, Result{Name: "  host CPU per restored run (all processes)", Unit: "s", Kata: Stat{cpu, cpu, cpu, 1}})
 	if len(coldMs) > 0 {
 		c := stat(coldMs).Median
 		out = append(out, Result{Name: "  restored / cold start", Unit: "x", Kata: Stat{r.Kata.Median / c, r.Kata.Median / c, r.Kata.Median / c, 1}})
@@ -97,12 +100,15 @@ func templateParallel(e *templateEnv) []Result {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("tpar-%d", i)
 	}
+	cpu0 := busyCPU()
 	wall, failed := startAtOnce(e.d, ids, "--runtime", kata, "--runtime-config-path", e.cfg)
+	cpu := busyCPU() - cpu0
 	for _, id := range ids {
 		e.d.Remove(id)
 	}
 	return []Result{{Name: fmt.Sprintf("%d parallel pods from a template: wall", *parallel), Unit: "s", Kata: Stat{wall, wall, wall, 1},
-		Note: fmt.Sprintf("%d/%d failed; target <= 3 s", failed, *parallel)}}
+		Note: fmt.Sprintf("%d/%d failed; target <= 3 s; host CPU %.1f s (%.2f s a pod), busy %.0f%% of %d cores",
+			failed, *parallel, cpu, cpu/float64(*parallel), 100*cpu/wall/float64(runtime.NumCPU()), runtime.NumCPU())}}
 }
 
 // templatePSS runs n pods from the template, each after its container
