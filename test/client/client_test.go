@@ -106,32 +106,30 @@ func waitExit(t *testing.T, ch <-chan containerd.ExitStatus, limit time.Duration
 	}
 }
 
-// startTask creates ctr's task with creator, subscribes to its exit, then
-// starts it: Wait before Start, as containerd's own tests do, so a fast exit
-// cannot be missed.
+// startTask creates ctr's task with creator, then runs it (see run).
 func startTask(t *testing.T, ctx context.Context, ctr containerd.Container, creator cio.Creator) (containerd.Task, <-chan containerd.ExitStatus) {
 	t.Helper()
 	task, err := ctr.NewTask(ctx, creator)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exitCh, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return task, exitCh
+	return task, run(t, ctx, task)
 }
 
-// startExec does the same for an exec process id in task.
+// startExec creates the exec process id in task, then runs it (see run).
 func startExec(t *testing.T, ctx context.Context, task containerd.Task, id string, spec *specs.Process, creator cio.Creator) (containerd.Process, <-chan containerd.ExitStatus) {
 	t.Helper()
 	p, err := task.Exec(ctx, id, spec, creator)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, run(t, ctx, p)
+}
+
+// run subscribes to p's exit, then starts it: Wait before Start, as
+// containerd's own tests do, so a fast exit cannot be missed.
+func run(t *testing.T, ctx context.Context, p containerd.Process) <-chan containerd.ExitStatus {
+	t.Helper()
 	exitCh, err := p.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -139,5 +137,5 @@ func startExec(t *testing.T, ctx context.Context, task containerd.Task, id strin
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return p, exitCh
+	return exitCh
 }

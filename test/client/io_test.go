@@ -131,7 +131,7 @@ func execDirectIOReattach(t *testing.T, ctx context.Context, task containerd.Tas
 	out1 := &syncBuffer{}
 	copied := make(chan struct{})
 	go func() { _, _ = io.Copy(out1, direct.Stdout); close(copied) }()
-	p, exitCh := startExec(t, ctx, task, "direct", processSpec(t, ctx, ctr, false, "cat"), func(string) (cio.IO, error) { return direct, nil })
+	_, exitCh := startExec(t, ctx, task, "direct", processSpec(t, ctx, ctr, false, "cat"), func(string) (cio.IO, error) { return direct, nil })
 	writeString(t, direct.Stdin, "one\n")
 	out1.waitFor(t, "one\n")
 	direct.Stdin.Close()
@@ -141,7 +141,7 @@ func execDirectIOReattach(t *testing.T, ctx context.Context, task containerd.Tas
 
 	inR, inW := io.Pipe()
 	out2 := &syncBuffer{}
-	p, err = task.LoadProcess(ctx, "direct", cio.NewAttach(cio.WithStreams(inR, out2, io.Discard)))
+	p, err := task.LoadProcess(ctx, "direct", cio.NewAttach(cio.WithStreams(inR, out2, io.Discard)))
 	if err != nil {
 		t.Fatal(err)
 	}
