@@ -239,14 +239,29 @@ func execNoStdin(t *testing.T, ctx context.Context, task containerd.Task, ctr co
 func execLogFile(t *testing.T, ctx context.Context, task containerd.Task, ctr containerd.Container, dir string) {
 	log := filepath.Join(dir, "exec.log")
 	p := runExecIO(t, ctx, task, ctr, "logfile", cio.LogFile(log), "sh", "-c", "echo out; echo err >&2")
-	data, err := os.ReadFile(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := string(data); got != "out\nerr\n" && got != "err\nout\n" {
-		t.Fatalf("log file holds %q", got)
-	}
+	// The shim copies into the file on its own goroutine: runc's shim under
+	// containerd 1.6 may publish the exit before the last write lands
+	// (seen in CI, 2026-12-03), so the file is awaited, not read once.
+	waitFile(t, log, "out\nerr\n", "err\nout\n")
 	deleteProcess(t, ctx, p)
+}
+
+// waitFile waits up to ioLimit for file to hold one of wants.
+func waitFile(t *testing.T, file string, wants ...string) {
+	t.Helper()
+	deadline := time.Now().Add(ioLimit)
+	for {
+		data, _ := os.ReadFile(file)
+		for _, want := range wants {
+			if string(data) == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %q; want one of %q", file, data, wants)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // logBinary is a binary:// logger as containerd defines one: stdout on fd
@@ -272,19 +287,8 @@ func execLogBinary(t *testing.T, ctx context.Context, task containerd.Task, ctr 
 	p := runExecIO(t, ctx, task, ctr, "logbinary", cio.BinaryIO(bin, map[string]string{"out": outLog, "err": errLog}),
 		"sh", "-c", "echo out; echo err >&2")
 	deleteProcess(t, ctx, p) // the shim waits for its logger at delete
-	for file, want := range map[string]string{outLog: "out\n", errLog: "err\n"} {
-		deadline := time.Now().Add(ioLimit)
-		for {
-			data, _ := os.ReadFile(file)
-			if string(data) == want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s holds %q; want %q", file, data, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	waitFile(t, outLog, "out\n")
+	waitFile(t, errLog, "err\n")
 }
 
 // runExec runs args as an exec with no IO and expects exit 0.
