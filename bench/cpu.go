@@ -35,3 +35,27 @@ func busyCPU() float64 {
 	}
 	return busy / clkTck
 }
+
+// procCPU is the CPU time, in seconds, process pid has used (user and
+// system; fields 14 and 15 of /proc/PID/stat, after the command's closing
+// parenthesis, which may itself hold spaces).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0 // gone
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		fail("/proc/%d/stat: unexpected %q", pid, s)
+	}
+	var t float64
+	for _, i := range []int{11, 12} { // utime stime, counting from field 3 (state)
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			fail("/proc/%d/stat: %v", pid, err)
+		}
+		t += v
+	}
+	return t / clkTck
+}

@@ -33,6 +33,7 @@ var (
 	outDir    = flag.String("out", "bench/results", "where latest.json and latest.svg go")
 	extra     = flag.String("kata-config", "", "extra TOML for the kata-go config (e.g. to try a setting)")
 	boots     = flag.Int("boots", 5, "direct VM boots per machine type (0 skips)")
+	logFile   = flag.String("log", "", "write containerd's log (the shims' and guests' lines included) to this file at the end")
 	only      = flag.String("only", "", "run one piece: overhead (the RuntimeClass pod overhead; writes overhead.json) or template (cold vs restored starts)")
 )
 
@@ -85,6 +86,13 @@ func main() {
 		fail("start containerd: %v", err)
 	}
 	defer d.Stop()
+	if *logFile != "" {
+		defer func() {
+			if err := os.WriteFile(*logFile, []byte(d.Log.String()), 0o644); err != nil {
+				fmt.Fprintf(os.Stderr, "write log: %v\n", err)
+			}
+		}()
+	}
 	rep := report{When: time.Now().UTC(), Machine: machine()}
 	add := func(r Result) {
 		if r.Runc != nil && r.Runc.Median > 0 {

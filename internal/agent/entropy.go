@@ -69,9 +69,15 @@ func (guestEntropy) reseed(seed []byte) error {
 }
 
 // PrepareTemplate: the host is about to save this VM as a template and
-// will hang up first. That hang-up must not power the VM off as a lost
-// shim's does; the next host to connect is a clone's.
-func (s *service) PrepareTemplate(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
+// will hang up first. The guest first runs a throwaway container (see
+// warmUp). The hang-up must not power the VM off as a lost shim's does;
+// the next host to connect is a clone's.
+func (s *service) PrepareTemplate(ctx context.Context, _ *agentapi.Empty) (*agentapi.Empty, error) {
+	if s.warmRoot != nil {
+		if err := s.warmUp(ctx); err != nil {
+			return nil, errf(codes.Internal, "template warm-up: %v", err)
+		}
+	}
 	if s.forTemplate != nil {
 		s.forTemplate()
 	}

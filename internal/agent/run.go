@@ -56,6 +56,7 @@ func Run(ver string) error {
 	}
 	svc := newService(libctRunner{}, r, newGuestMounter(), started)
 	svc.forTemplate = l.holdForTemplate
+	svc.warmRoot = guestWarmRoot
 	agentapi.RegisterAgentService(srv, svc)
 	Logf("serving on %s at uptime %s", l.Addr(), started)
 	return srv.Serve(context.Background(), l)

@@ -35,6 +35,9 @@ type service struct {
 	// forTemplate spares the VM at the host's next hang-up (nil: no
 	// channel to spare, as on the host in tests).
 	forTemplate func()
+	// warmRoot makes the root of the container a template's guest runs
+	// before it is saved, and cleanup removes it (nil: no warm-up).
+	warmRoot func() (root string, cleanup func() error, err error)
 	// debug are the operator's debug shells (rpc_debug.go).
 	debug *debugShells
 }

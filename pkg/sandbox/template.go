@@ -170,7 +170,8 @@ func makeTemplate(ctx context.Context, cfg config.Config, hc hypervisor.Config, 
 	if err != nil {
 		return fmt.Errorf("the template's agent: %w", err)
 	}
-	actx, acancel := context.WithTimeout(ctx, cfg.Agent.RequestTimeout.Duration)
+	// The guest runs a warm-up container first: a create's time limit.
+	actx, acancel := context.WithTimeout(ctx, cfg.Agent.CreateTimeout.Duration)
 	_, err = a.PrepareTemplate(actx, &agentapi.Empty{})
 	acancel()
 	a.Close()
