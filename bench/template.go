@@ -159,8 +159,9 @@ func podCPU(e *templateEnv, id string) []Result {
 	for _, p := range ctrenv.Pids(e.d.StateRoot, "qemu-system") {
 		qemu += procCPU(p)
 	}
+	qemu, shim = qemu*1000, shim*1000
 	return []Result{
-		{Name: "  host CPU of a restored pod until running: qemu", Unit: "s", Kata: Stat{qemu, qemu, qemu, 1}},
-		{Name: "  host CPU of a restored pod until running: shim", Unit: "s", Kata: Stat{shim, shim, shim, 1}},
+		{Name: "  host CPU of a restored pod until running: qemu", Unit: "ms", Kata: Stat{qemu, qemu, qemu, 1}},
+		{Name: "  host CPU of a restored pod until running: shim", Unit: "ms", Kata: Stat{shim, shim, shim, 1}},
 	}
 }
