@@ -290,6 +290,13 @@ func fileFacts(t *testing.T, path string) (string, int64) {
 	if _, err := io.Copy(h, f); err != nil {
 		t.Fatal(err)
 	}
+	// Written back first: on a disk filesystem (t.TempDir here is ext4)
+	// the template's freshly written pages are allocated at writeback, and
+	// ext4 may add an extent-tree block then (seen: +4096 bytes while pods
+	// ran, content unchanged), which is not a pod's doing.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		t.Fatal(err)
