@@ -21,7 +21,7 @@ type templateEnv struct {
 }
 
 func newTemplateEnv(d *ctrenv.Daemon, shim string) *templateEnv {
-	dir, err := os.MkdirTemp("", "kgo-bench-tmpl-")
+	dir, err := os.MkdirTemp("/var/tmp", "kgo-bench-tmpl-") // a template store must be on disk
 	if err != nil {
 		fail("%v", err)
 	}

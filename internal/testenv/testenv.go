@@ -51,3 +51,21 @@ func CrictlPath() string {
 	}
 	return "/var/cache/kata-go/cri-tools/crictl"
 }
+
+// DiskTempDir is a temporary directory on a disk filesystem (under
+// /var/tmp, which the FHS keeps on disk), removed when t ends. VM
+// template stores must be on one (pkg/vmtemplate refuses tmpfs), and
+// t.TempDir may be a tmpfs /tmp.
+func DiskTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "kgo-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove %s: %v", dir, err)
+		}
+	})
+	return dir
+}

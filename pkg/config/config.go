@@ -79,8 +79,11 @@ type Factory struct {
 	// EnableTemplate restores each pod's VM from a template of its shape,
 	// made by the first pod that needs it.
 	EnableTemplate bool `toml:"enable_template"`
-	// TemplatePath holds the templates: root's alone, on a tmpfs so that
-	// a restore maps memory rather than reading a disk.
+	// TemplatePath holds the templates: root's alone, and on a disk
+	// filesystem, never tmpfs (pkg/vmtemplate refuses one: there a clone's
+	// first touch of a page allocates it in the shared memory file). A
+	// restore still maps memory: the template's pages are in the page
+	// cache, shared by its clones.
 	TemplatePath string `toml:"template_path"`
 }
 
@@ -117,7 +120,7 @@ func Default() Config {
 			CreateTimeout: Duration{30 * time.Second}, RequestTimeout: Duration{10 * time.Second},
 		},
 		Runtime: Runtime{StateRoot: "/run/kata-go", NetworkModel: "tcfilter"},
-		Factory: Factory{TemplatePath: "/run/kata-go-template"},
+		Factory: Factory{TemplatePath: "/var/lib/kata-go/templates"},
 	}
 }
 

@@ -56,6 +56,10 @@ func templateKey(hc hypervisor.Config, nics int) (vmtemplate.Key, error) {
 // or nil and why the VM boots cold. It never fails a pod.
 func templateFor(ctx context.Context, cfg config.Config, hc hypervisor.Config, nics int, deps Deps) (*vmtemplate.Template, string) {
 	t, err := ensureTemplate(ctx, cfg, hc, nics, deps)
+	if errors.Is(err, vmtemplate.ErrMemoryFS) {
+		// A setting to fix, not a passing state: say it louder.
+		hc.Logger.Warn("VM template store refused", "err", err)
+	}
 	if err != nil {
 		return nil, err.Error()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/containerd/mount"
 
+	"github.com/kata-go/kata-go/internal/testenv"
 	"github.com/kata-go/kata-go/pkg/agentapi"
 	"github.com/kata-go/kata-go/pkg/config"
 	"github.com/kata-go/kata-go/pkg/hypervisor"
@@ -361,7 +362,7 @@ func tmplConfig(t *testing.T) config.Config {
 	cfg.Hypervisor.Accelerator = "tcg" // no dependence on this host's /dev/kvm
 	cfg.Agent.Transport = "serial"
 	cfg.Factory.EnableTemplate = true
-	cfg.Factory.TemplatePath = filepath.Join(dir, "templates")
+	cfg.Factory.TemplatePath = filepath.Join(testenv.DiskTempDir(t), "templates") // never tmpfs
 	return cfg
 }
 

@@ -75,6 +75,11 @@ func (s Store) Lookup(k Key) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", h, err)
 	}
+	// A template left on a memory filesystem (by an older kata-go, or a
+	// store remounted) is not used either.
+	if err := checkStoreFS(s.Dir); err != nil {
+		return nil, err
+	}
 	var m Meta
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("template %s: %s: %w", h, metaFile, err)
@@ -127,6 +132,9 @@ func (s Store) Create(k Key, secret []byte, mk Maker) (*Template, error) {
 	}
 	if err := os.Chmod(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("template store: %w", err)
+	}
+	if err := checkStoreFS(s.Dir); err != nil {
+		return nil, err
 	}
 	h := k.Hash()
 	unlock, err := s.lock(h)

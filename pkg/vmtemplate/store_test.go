@@ -3,10 +3,14 @@ package vmtemplate
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/kata-go/kata-go/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,7 +50,7 @@ func fakeMaker(t *testing.T, calls *int) Maker {
 }
 
 func TestCreateThenLookup(t *testing.T) {
-	s := Store{Dir: filepath.Join(t.TempDir(), "templates")}
+	s := Store{Dir: filepath.Join(testenv.DiskTempDir(t), "templates")}
 	k := testKey(t)
 	if _, err := s.Lookup(k); !errors.Is(err, ErrNone) {
 		t.Fatalf("empty store: %v, want ErrNone", err)
@@ -158,7 +162,7 @@ func TestLookupRefusesDamagedTemplates(t *testing.T) {
 	}
 	for name, d := range damage {
 		t.Run(name, func(t *testing.T) {
-			s := Store{Dir: t.TempDir()}
+			s := Store{Dir: testenv.DiskTempDir(t)}
 			k := testKey(t)
 			calls := 0
 			tp, err := s.Create(k, []byte("secret"), fakeMaker(t, &calls))
@@ -183,7 +187,7 @@ func TestLookupRefusesDamagedTemplates(t *testing.T) {
 // While one maker works, another gets ErrBusy at once (it boots cold)
 // and nothing it does touches the template being made.
 func TestConcurrentMakersOneWins(t *testing.T) {
-	s := Store{Dir: t.TempDir()}
+	s := Store{Dir: testenv.DiskTempDir(t)}
 	k := testKey(t)
 	calls := 0
 	inner := make(chan error, 1)
@@ -208,7 +212,7 @@ func TestConcurrentMakersOneWins(t *testing.T) {
 }
 
 func TestFailedMakeLeavesNothing(t *testing.T) {
-	s := Store{Dir: t.TempDir()}
+	s := Store{Dir: testenv.DiskTempDir(t)}
 	k := testKey(t)
 	if _, err := s.Create(k, []byte("secret"), func(string, string, []byte) error { return errors.New("boom") }); err == nil {
 		t.Fatal("a failed make gave a template")
@@ -221,5 +225,36 @@ func TestFailedMakeLeavesNothing(t *testing.T) {
 	}
 	if _, err := s.Lookup(k); !errors.Is(err, ErrNone) {
 		t.Fatalf("lookup after a failed make: %v", err)
+	}
+}
+
+// A store on a memory filesystem is refused, for making and for using a
+// template: there every page a clone's guest first touches would be
+// allocated in the shared memory file (see checkStoreFS).
+func TestMemoryFSRefused(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "kgo-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	k := testKey(t)
+	calls := 0
+	if _, err := (Store{Dir: shm}).Create(k, []byte("secret"), fakeMaker(t, &calls)); !errors.Is(err, ErrMemoryFS) || calls != 0 {
+		t.Fatalf("Create on tmpfs: %v after %d makes; want ErrMemoryFS before any", err, calls)
+	}
+	// A good template moved onto tmpfs (an older kata-go made it there).
+	disk := Store{Dir: filepath.Join(testenv.DiskTempDir(t), "templates")}
+	tm, err := disk.Create(k, []byte("secret"), fakeMaker(t, &calls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", tm.Dir, shm).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	if _, err := (Store{Dir: shm}).Lookup(k); !errors.Is(err, ErrMemoryFS) || !strings.Contains(err.Error(), "tmpfs") {
+		t.Fatalf("Lookup on tmpfs: %v; want ErrMemoryFS naming tmpfs", err)
+	}
+	if _, err := disk.Lookup(k); err != nil {
+		t.Fatalf("the same template on disk: %v", err)
 	}
 }

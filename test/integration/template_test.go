@@ -33,7 +33,7 @@ type templateEnv struct {
 
 func newTemplateEnv(t *testing.T, d *daemon) *templateEnv {
 	t.Helper()
-	e := &templateEnv{d: d, dir: filepath.Join(t.TempDir(), "templates"), cfg: filepath.Join(t.TempDir(), "kata.toml"),
+	e := &templateEnv{d: d, dir: filepath.Join(testenv.DiskTempDir(t), "templates"), cfg: filepath.Join(t.TempDir(), "kata.toml"),
 		shim: filepath.Join(testenv.RepoRoot(), "bin", "containerd-shim-kata-v2")}
 	writeFile(t, e.cfg, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[runtime]\nstate_root = %q\n[factory]\nenable_template = true\ntemplate_path = %q\n",
 		testenv.GuestFile("vmlinux"), testenv.GuestFile("initrd.img"), d.stateRoot, e.dir))
@@ -150,6 +150,7 @@ func TestTemplate(t *testing.T) {
 		{"BadTemplateMeansColdBoot", testTemplateBad},
 		{"DeleteWhilePodsRun", testTemplateDeleteLive},
 		{"FirstPodsAtOnce", testTemplateRace},
+		{"MemoryFSStoreRefused", testTemplateMemoryFS},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Cleanup(func() { d.assertClean(t) })
@@ -452,5 +453,36 @@ func testTemplateRace(t *testing.T, d *daemon) {
 	}
 	if n := len(e.templates(t)); n != 1 {
 		t.Fatalf("%d templates in the store, want 1", n)
+	}
+}
+
+// testTemplateMemoryFS: a store on tmpfs is refused, because there every
+// page a clone's guest first touches would be allocated in the shared
+// memory file and kept (docs/templates.md). `template create` fails naming
+// tmpfs; a pod boots cold, with a warning, and succeeds.
+func testTemplateMemoryFS(t *testing.T, d *daemon) {
+	e := newTemplateEnv(t, d)
+	shm, err := os.MkdirTemp("/dev/shm", "kgo-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	b, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onShm := filepath.Join(shm, "templates")
+	writeFile(t, e.cfg, strings.Replace(string(b), fmt.Sprintf("%q", e.dir), fmt.Sprintf("%q", onShm), 1))
+	e.dir = onShm
+	out, err := exec.Command(e.shim, "template", "create", "-config", e.cfg, "-nics", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is on tmpfs") {
+		t.Fatalf("template create on tmpfs: %v %s; want a failure naming tmpfs", err, out)
+	}
+	if out, errOut, err := e.run([]string{"--rm"}, e.id("shm"), "true"); err != nil {
+		t.Fatalf("a pod with a tmpfs template store: %q %v %s", out, err, errOut)
+	}
+	e.expectLog(t, map[string]int{"VM template store refused": 1, "VM boots cold": 1, "VM template made": 0, "VM restored from template": 0})
+	if ts := e.templates(t); len(ts) != 0 {
+		t.Fatalf("templates made on tmpfs: %v", ts)
 	}
 }
