@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -28,7 +29,14 @@ const warmUpID = "kata-go-template-warmup"
 // for translating the code it runs (QEMU's translation cache is not part
 // of a snapshot), but not for code it no longer runs at all.
 func (s *service) warmUp(ctx context.Context) (retErr error) {
+	began := time.Now()
 	root, cleanup, err := s.warmRoot()
+	if errors.Is(err, errNoWarmUp) {
+		// An initrd without busybox (an operator's own): the template is
+		// still good, only its clones' first create is slower.
+		Logf("template warm-up skipped: %v", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("warm-up root: %w", err)
 	}
@@ -59,8 +67,15 @@ func (s *service) warmUp(ctx context.Context) (retErr error) {
 	if st.Status != 0 || st.Signal != 0 {
 		return fmt.Errorf("warm-up container exited with status %d, signal %d", st.Status, st.Signal)
 	}
+	Logf("template warm-up: a container ran in %v", time.Since(began).Round(time.Millisecond))
 	return nil
 }
+
+// errNoWarmUp says the guest has nothing to run a warm-up container with.
+var errNoWarmUp = errors.New("no warm-up binary in the guest")
+
+// warmBinary is what the warm-up container runs: the initrd's busybox.
+const warmBinary = "/bin/busybox"
 
 // warmSpec is the warm-up container: busybox's true with the namespaces,
 // mounts and masks containerd's default spec gives a container, so the
@@ -71,7 +86,7 @@ func warmSpec(root string) *specs.Spec {
 	return &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
-			Args: []string{"/bin/busybox", "true"},
+			Args: []string{warmBinary, "true"},
 			Env:  []string{"PATH=/bin"},
 			Cwd:  "/",
 			Capabilities: &specs.LinuxCapabilities{
@@ -106,10 +121,13 @@ func warmSpec(root string) *specs.Spec {
 // the template saves no extra pages). cleanup unmounts and removes it all.
 func guestWarmRoot() (string, func() error, error) {
 	const dir = "/run/kata-go-warmup"
+	if _, err := os.Stat(warmBinary); err != nil {
+		return "", nil, fmt.Errorf("%w: %w", errNoWarmUp, err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, err
 	}
-	bin := filepath.Join(dir, "bin", "busybox")
+	bin := filepath.Join(dir, warmBinary)
 	cleanup := func() error {
 		_ = unix.Unmount(bin, unix.MNT_DETACH)
 		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
@@ -127,8 +145,8 @@ func guestWarmRoot() (string, func() error, error) {
 	if err := os.WriteFile(bin, nil, 0o755); err != nil {
 		return "", nil, errors.Join(err, cleanup())
 	}
-	if err := unix.Mount("/bin/busybox", bin, "", unix.MS_BIND, ""); err != nil {
-		return "", nil, errors.Join(fmt.Errorf("bind /bin/busybox: %w", err), cleanup())
+	if err := unix.Mount(warmBinary, bin, "", unix.MS_BIND, ""); err != nil {
+		return "", nil, errors.Join(fmt.Errorf("bind %s: %w", warmBinary, err), cleanup())
 	}
 	return dir, cleanup, nil
 }

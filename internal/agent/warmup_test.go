@@ -97,3 +97,19 @@ func TestPrepareTemplateWarmUpFails(t *testing.T) {
 	}
 	w.noContainers(t)
 }
+
+// A guest with nothing to warm up with (an initrd without busybox) still
+// makes a template: the warm-up is skipped, not failed.
+func TestPrepareTemplateWithoutWarmUpBinary(t *testing.T) {
+	w := newWarmService(t, "true")
+	w.warmRoot = func() (string, func() error, error) { return "", nil, errNoWarmUp }
+	if _, err := w.PrepareTemplate(context.Background(), &agentapi.Empty{}); err != nil {
+		t.Fatalf("PrepareTemplate without a warm-up binary: %v", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.ran) != 0 || !w.spared {
+		t.Fatalf("ran %q, next hang-up spared %v; want nothing run, spared", w.ran, w.spared)
+	}
+	w.noContainers(t)
+}

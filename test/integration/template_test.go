@@ -168,6 +168,10 @@ func testTemplateRestores(t *testing.T, d *daemon) {
 			t.Fatalf("run %d: uname -r %q (host %q): %v %s", i, out, host, err, errOut)
 		}
 	}
+	// The template's guest ran its warm-up container before it was saved.
+	if l := e.d.Log.String()[e.since:]; strings.Count(l, "template warm-up: a container ran") != 1 {
+		t.Errorf("the template's guest did not report one warm-up container; kata-go lines:\n%s", kataLines(l))
+	}
 	e.expectLog(t, map[string]int{"VM template made": 1, "VM restored from template": 2, "VM template restore failed": 0})
 	if n := len(e.templates(t)); n != 1 {
 		t.Fatalf("%d templates after two runs, want 1", n)
