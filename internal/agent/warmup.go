@@ -16,8 +16,8 @@ import (
 )
 
 // warmUpID names the throwaway container a template's agent runs before
-// the VM is saved. A symbol-free id a host could also pick, but the
-// container is gone before any host other than the template maker connects.
+// the VM is saved. A pod could use the same id without a clash: the
+// container is removed before any host but the template maker connects.
 const warmUpID = "kata-go-template-warmup"
 
 // warmUp runs one throwaway container through the same create, start,
